@@ -1,0 +1,128 @@
+"""Run directories: the only thing reports and gates read.
+
+Layout (see docs/run-directory.md)::
+
+    manifest.json        suite hash, model infos, versions, seeds, device, threads, commit, times, status
+    samples.jsonl        one JSON object per sample, appended and fsynced as each sample finishes
+    model_metrics.jsonl  one JSON object per model for model-level metrics (held-out bpb, memory)
+    metrics.json         the metric registry seen by the run: unit, direction, level, kind
+    summary.json / summary.csv   per model and metric: mean, median, p5, p95, std, 95% CI, n, missing
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import UserError
+
+MANIFEST, SAMPLES, MODEL_METRICS, METRICS, SUMMARY_JSON, SUMMARY_CSV = (
+    "manifest.json", "samples.jsonl", "model_metrics.jsonl", "metrics.json", "summary.json", "summary.csv")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, allow_nan=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class JsonlAppender:
+    """Appends one JSON object per line and fsyncs it, so ``kill -9`` loses at most the line in flight."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a torn last line (from a hard kill) is skipped, not fatal."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # the sample in flight when the process died
+                return
+            raise UserError(f"{path}:{number}: corrupt JSON line ({exc.msg}); the run directory is damaged") from exc
+
+
+@dataclass
+class Run:
+    """A finished (or partial) run directory loaded into memory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    samples: list[dict[str, Any]]
+    model_metrics: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> unit, higher_is_better, level, kind
+
+    @property
+    def models(self) -> list[str]:
+        """Model names in the order the run used them."""
+        return [m["name"] for m in self.manifest.get("models", [])]
+
+    @property
+    def suite_sha256(self) -> str:
+        return self.manifest["suite"]["sha256"]
+
+    def sample_frame(self) -> pd.DataFrame:
+        """One row per sample: identifiers plus one column per sample-level metric (NaN = missing)."""
+        rows = []
+        for record in self.samples:
+            row = {k: record.get(k) for k in ("model", "prompt_id", "category", "sample_index", "seed",
+                                               "prompt_text", "output_text", "eos_hit", "batched")}
+            row.update({name: (float("nan") if value is None else value) for name, value in record["metrics"].items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run directory, with a one-line error when it is not one."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise UserError(f"{path}: not a run directory (no {MANIFEST}); pass a directory written by 'harness run'")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path}: invalid JSON ({exc.msg})") from exc
+    metrics_path = path / METRICS
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+    return Run(path=path, manifest=manifest, samples=list(iter_jsonl(path / SAMPLES)),
+               model_metrics=list(iter_jsonl(path / MODEL_METRICS)), metrics=metrics)

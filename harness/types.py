@@ -1,0 +1,180 @@
+"""The contracts between the runner and its plugins: backends, models, generations and metrics.
+
+These are the only types a plugin author needs; everything else in ``harness`` is machinery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Fixed sampling settings of a suite; the seed's are temperature 0.8, top-k 50, 256 new tokens."""
+
+    temperature: float = 0.8
+    top_k: int | None = 50
+    max_new_tokens: int = 256
+    seed: int = 1234
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model; backends ignore what does not apply to them."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"
+    threads: int | None = None
+    trust_remote_code: bool = False
+    compile: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelInfo:
+    """What a run records about a model, so results can be traced to exact weights."""
+
+    name: str  # the label used in tables (usually the spec the user typed)
+    spec: str  # the model spec as given, e.g. "10m", "tinylm:./ckpt", "hf:org/name@rev"
+    backend: str
+    parameters: int
+    vocab_size: int
+    context_length: int
+    device: str
+    dtype: str
+    source: str  # resolved path or hub id
+    weights_sha256: str | None = None
+    tokenizer_sha256: str | None = None
+    revision: str | None = None  # resolved hub commit, when loaded from the hub
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """One sampled continuation and its timing, as every backend must report it (see docs/metrics.md).
+
+    ``tokens`` excludes the EOS token that ended generation; ``logprobs[i]`` is log p(tokens[i]) under
+    the model's raw distribution (temperature 1, no top-k); ``token_times_ns[i]`` is the
+    ``time.perf_counter_ns()`` reading when ``tokens[i]`` was on the host.
+    """
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    token_times_ns: list[int] = field(default_factory=list)
+    start_ns: int = 0  # immediately before the prefill forward pass
+    end_ns: int = 0  # when the last token or EOS was on the host
+    eos_hit: bool = False
+    stop_reason: str = "max_new_tokens"  # eos | max_new_tokens | context | nonfinite
+    nonfinite: bool = False
+    first_token_ns: int | None = None  # when the first sampled token (EOS included) was on the host
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A loaded model, ready to generate. Implemented by backends."""
+
+    info: ModelInfo
+    eos_id: int | None
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt text to token ids, including any BOS the model was trained with."""
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids to text, special tokens dropped."""
+
+    def generate(self, prompt_ids: list[int], sampling: SamplingParams, generator: torch.Generator) -> Generation:
+        """Sample one continuation at batch size 1, timing it as docs/metrics.md specifies."""
+
+    def score(self, ids: list[int]) -> list[float]:
+        """Per-token negative log-likelihood (nats) of ``ids[1:]`` given the preceding ids.
+
+        ``len(ids)`` is at most ``info.context_length``; callers window longer texts.
+        """
+
+    def close(self) -> None:
+        """Release memory (GPU) before the next model loads."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Turns a model spec string into a loaded Model."""
+
+    name: str  # the spec prefix, e.g. "tinylm" for "tinylm:..."
+
+    def claims(self, spec: str) -> bool:
+        """True if this backend handles an un-prefixed spec (an alias or a path)."""
+
+    def load(self, spec: str, options: LoadOptions) -> Model:
+        """Load the model; raise harness.errors.UserError with a one-line fix for bad specs."""
+
+    def available(self) -> list[tuple[str, str]]:
+        """(spec, description) pairs that resolve right now, for ``harness models``."""
+
+
+@dataclass
+class SampleContext:
+    """Everything a sample-level metric may look at."""
+
+    generation: Generation
+    prompt_ids: list[int]
+    model: Model | None
+    sampling: SamplingParams
+    options: dict[str, Any] = field(default_factory=dict)  # the metric's options from the suite
+    resources: dict[str, Any] = field(default_factory=dict)  # shared objects, e.g. "judge": Model
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.generation.tokens
+
+
+@dataclass
+class ModelContext:
+    """Everything a model-level metric may look at (computed once per model per run)."""
+
+    model: Model
+    records: list[dict[str, Any]]
+    options: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # e.g. "reference_texts": list[str]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric plugin. Exactly one of ``compute`` (per sample) or ``compute_model`` (per model) is set.
+
+    ``higher_is_better`` travels into every result file so a gate knows what a regression is;
+    ``None`` means the metric has no better direction (for example tokens generated).
+    Return ``None`` or NaN for "missing" (for example a ratio with n = 0); raise for a real error.
+    """
+
+    name: str
+    unit: str
+    higher_is_better: bool | None
+    description: str
+    compute: Callable[[SampleContext], float | None] | None = None
+    compute_model: Callable[[ModelContext], float | None] | None = None
+    default: bool = True  # on when a suite does not list its metrics
+    kind: Literal["timing", "quality", "count"] = "quality"  # gates treat timing as run-replicated
+
+    def __post_init__(self) -> None:
+        if (self.compute is None) == (self.compute_model is None):
+            raise ValueError(f"metric {self.name!r}: set exactly one of compute / compute_model")
+
+    @property
+    def level(self) -> str:
+        return "sample" if self.compute is not None else "model"
+
+
+def as_float(value: float | None) -> float | None:
+    """Normalise a metric value for JSON: NaN and inf become None (missing)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,137 @@
+"""The reference tiny decoder: pre-norm transformer with RMSNorm, SwiGLU and a tied head.
+
+Shapes in comments: B batch, T time, C = dim, H heads, D = head_dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinylm_ref.config import ModelConfig
+
+
+class KVCache:
+    """Preallocated keys/values for every layer, so decoding never reallocates or concatenates."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (config.n_layers, batch_size, config.n_heads, config.max_seq_len, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # number of positions filled so far
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.proj = nn.Linear(config.dim, config.dim, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,D)
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            start, end = cache.length, cache.length + T
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            keys, values = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
+            if T == 1:  # a single new query may look at every cached position
+                y = F.scaled_dot_product_attention(q, keys, values)
+            elif start == 0:
+                y = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+            else:  # chunk appended after a prefix: query i sees positions <= start + i
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    """Gated FFN; with hidden = 4·dim it reproduces the seed's Table 1 parameter counts."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(config.dim, 2 * config.ffn_dim, bias=False)
+        self.down = nn.Linear(config.ffn_dim, config.dim, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.dropout(self.down(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(config.dim)
+        self.attn = Attention(config)
+        self.ffn_norm = nn.RMSNorm(config.dim)
+        self.ffn = SwiGLU(config)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.resid_dropout(self.attn(self.attn_norm(x), cache, layer))
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class LLM(nn.Module):
+    """Decoder-only language model; ``LLM(ModelConfig())`` is the seed's 10M network."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ModelConfig()
+        self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
+        self.pos_emb = nn.Embedding(config.max_seq_len, config.dim)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.RMSNorm(config.dim)
+        self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2 style: shrink the residual projections so deep stacks start near identity.
+        for name, param in self.named_parameters():
+            if name.endswith(("proj.weight", "down.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / (2 * config.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        """Unique parameters (the tied head counted once), as the seed's Table 1 counts them."""
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        param = self.tok_emb.weight
+        return KVCache(self.config, batch_size, param.device, param.dtype)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for token ids ``idx`` (B, T).
+
+        With a cache the tokens continue the cached sequence and the cache advances by T.
+        ``last_only`` computes the head for the final position only, which is all sampling needs.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.max_seq_len}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += T
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(self.norm(x))
