@@ -127,8 +127,13 @@ def train(
     cfg: TrainConfig,
     resume: bool = False,
     progress: bool = True,
+    session_steps: int | None = None,
 ) -> dict:
-    """Train (or resume) into ``out_dir``; returns a summary dict also written to ``recipe.json``."""
+    """Train (or resume) into ``out_dir``; returns a summary dict also written to ``recipe.json``.
+
+    ``session_steps`` stops this invocation after that many steps (a checkpoint is saved), so long
+    trainings can be time-boxed on shared machines and continued with ``resume=True``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -167,7 +172,8 @@ def train(
                    disable=not progress)
     with bar:
         task = bar.add_task(f"train {out.name}", total=cfg.steps, completed=start_step, loss=float("nan"), tps=0.0)
-        while step < cfg.steps:
+        stop_at = cfg.steps if session_steps is None else min(cfg.steps, start_step + session_steps)
+        while step < stop_at:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             x, y = train_stream.batch(cfg.batch_size, cfg.seed, step)
@@ -184,7 +190,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            last_loss = float(loss)
+            last_loss = loss.item()
             window_tokens += x.numel()
             tps = window_tokens / max(1e-9, time.perf_counter() - window_t)
             bar.update(task, completed=step, loss=last_loss, tps=tps)
@@ -204,7 +210,7 @@ def train(
                     evals_since_best += 1
                 if cfg.patience is not None and evals_since_best >= cfg.patience:
                     stopped_early = True
-            if step % cfg.save_every == 0 or step == cfg.steps or stopped_early:
+            if step % cfg.save_every == 0 or step in (cfg.steps, stop_at) or stopped_early:
                 _atomic_save({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                     "best_val": best_val, "evals_since_best": evals_since_best,

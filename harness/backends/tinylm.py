@@ -1,0 +1,171 @@
+"""The ``tinylm`` backend: the reference decoder from ``tinylm_ref`` on CPU or CUDA.
+
+Specs (see docs/backends.md):
+  ``10m`` ``7m`` ``5m`` ``2.5m``   the bundled checkpoints (else the seed's Hub repository)
+  ``tinylm:PATH`` or ``PATH``      a checkpoint directory (config.json + weights + tokenizer.json)
+  ``tinylm:random/10m``            a randomly initialised preset (seed 0) with the bundled tokenizer
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from harness.errors import UserError, did_you_mean
+from harness.hookspecs import hookimpl
+from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
+from tinylm_ref import sampling
+from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from tinylm_ref.config import PRESETS
+from tinylm_ref.model import LLM
+from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "tinylm_ref"
+BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
+TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
+SEED_HUB_REPO = "deycoding/deycoding-tiny-language-model"
+RANDOM_PREFIX = "random/"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+class TinyLMModel:
+    """A tinylm_ref network behind the harness Model contract."""
+
+    def __init__(self, model: LLM, tokenizer: Tokenizer, info: ModelInfo) -> None:
+        self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.eos_id: int | None = special_id(tokenizer, EOS)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return decode(self.tokenizer, ids)
+
+    def generate(self, prompt_ids: list[int], sampling_params: SamplingParams, generator: torch.Generator) -> Generation:
+        try:
+            out = sampling.generate(self.model, prompt_ids, sampling_params.max_new_tokens, sampling_params.temperature,
+                                    sampling_params.top_k, generator, self.eos_id)
+        except ValueError as exc:  # prompt too long for the context
+            raise UserError(f"model {self.info.name}: {exc}") from exc
+        first = out.token_times_ns[0] if out.token_times_ns else (out.end_ns if out.eos_hit else None)
+        return Generation(tokens=out.tokens, logprobs=out.logprobs, token_times_ns=out.token_times_ns,
+                          start_ns=out.start_ns, end_ns=out.end_ns, eos_hit=out.eos_hit, stop_reason=out.stop_reason,
+                          nonfinite=out.nonfinite, first_token_ns=first)
+
+    @torch.inference_mode()
+    def score(self, ids: list[int]) -> list[float]:
+        if len(ids) < 2:
+            return []
+        x = torch.tensor([ids], device=self.model.tok_emb.weight.device)
+        logprobs = torch.log_softmax(self.model(x[:, :-1]).float(), dim=-1)
+        return (-logprobs[0].gather(1, x[0, 1:, None])[:, 0]).tolist()
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _tokenizer_sha(tokenizer: Tokenizer) -> str:
+    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+
+def _wrap(model: LLM, tokenizer: Tokenizer, spec: str, source: str, device: torch.device, weights_sha: str | None,
+          extra: dict | None = None) -> TinyLMModel:
+    model.to(device).eval()
+    if tokenizer.get_vocab_size() > model.config.vocab_size:
+        raise UserError(f"model {spec}: tokenizer has {tokenizer.get_vocab_size()} tokens but the config's vocab_size "
+                        f"is {model.config.vocab_size}; use the tokenizer the model was trained with")
+    info = ModelInfo(name=spec, spec=spec, backend="tinylm", parameters=model.num_parameters(),
+                     vocab_size=model.config.vocab_size, context_length=model.config.max_seq_len, device=str(device),
+                     dtype="float32", source=source, weights_sha256=weights_sha, tokenizer_sha256=_tokenizer_sha(tokenizer),
+                     extra={"config": model.config.to_dict(), **(extra or {})})
+    return TinyLMModel(model, tokenizer, info)
+
+
+def load_random(preset: str, spec: str, device: torch.device, seed: int = 0) -> TinyLMModel:
+    if preset not in PRESETS:
+        raise UserError(f"model {spec}: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {', '.join(PRESETS)}")
+    torch.manual_seed(seed)
+    model = LLM(PRESETS[preset])
+    tokenizer = load_tokenizer(TOKENIZER_DIR / f"{preset}.json")
+    weights_sha = hashlib.sha256(f"random:{preset}:seed{seed}".encode()).hexdigest()
+    return _wrap(model, tokenizer, spec, f"random/{preset}", device, weights_sha, {"random_init_seed": seed})
+
+
+def load_directory(path: Path, spec: str, device: torch.device) -> TinyLMModel:
+    try:
+        ckpt = load_checkpoint(path, device="cpu")
+    except CheckpointError as exc:
+        raise UserError(f"model {spec}: {exc}") from exc
+    return _wrap(ckpt.model, ckpt.tokenizer, spec, str(path.resolve()), device, file_sha256(ckpt.weights_path))
+
+
+def load_seed_hub(preset: str, spec: str, device: torch.device) -> TinyLMModel:
+    """The seed's own Hub repository, for aliases without a bundled checkpoint."""
+    try:
+        from harness.backends.seed_layout import load_seed_layout
+    except ImportError as exc:
+        raise UserError(f"model {spec}: no bundled checkpoint and the seed-layout loader is unavailable ({exc})") from exc
+    try:
+        model, tokenizer, source, weights_sha = load_seed_layout(SEED_HUB_REPO, preset)
+    except UserError:
+        raise
+    except Exception as exc:  # offline, missing files: one line, with the way out
+        raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the seed's Hub repo {SEED_HUB_REPO} "
+                        f"is unreachable ({exc.__class__.__name__}); train one with 'tinylm train' or go online") from exc
+    return _wrap(model, tokenizer, spec, source, device, weights_sha)
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
+
+
+class TinyLMBackend:
+    name = "tinylm"
+
+    def claims(self, spec: str) -> bool:
+        return spec.lower() in PRESETS or is_checkpoint_dir(Path(spec))
+
+    def load(self, spec: str, options: LoadOptions) -> TinyLMModel:
+        device = resolve_device(options.device)
+        target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
+        if target.startswith(RANDOM_PREFIX):
+            return load_random(target[len(RANDOM_PREFIX):].lower(), spec, device, int(options.extra.get("seed", 0)))
+        if target.lower() in PRESETS:
+            bundled = BUNDLED_DIR / target.lower()
+            if is_checkpoint_dir(bundled):
+                return load_directory(bundled, spec, device)
+            return load_seed_hub(target.lower(), spec, device)
+        path = Path(target).expanduser()
+        if path.is_dir():
+            return load_directory(path, spec, device)
+        raise UserError(f"model {spec}: not a preset ({', '.join(PRESETS)}), a checkpoint directory or tinylm:random/PRESET"
+                        f"{did_you_mean(target, list(PRESETS))}")
+
+    def available(self) -> list[tuple[str, str]]:
+        rows = []
+        for preset in PRESETS:
+            bundled = BUNDLED_DIR / preset
+            where = f"bundled checkpoint {bundled}" if is_checkpoint_dir(bundled) else f"seed Hub repo {SEED_HUB_REPO} (network)"
+            rows.append((preset, where))
+        rows += [(f"tinylm:random/{p}", "random weights, bundled tokenizer") for p in PRESETS]
+        rows.append(("tinylm:PATH", "any checkpoint directory (config.json + weights + tokenizer.json)"))
+        return rows
+
+
+@hookimpl
+def register_backends(register) -> None:
+    register(TinyLMBackend())

@@ -1,0 +1,181 @@
+"""``harness``: run suites, list models and plugins, and (via their modules) report and gate."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import UserError
+
+app = typer.Typer(help="Benchmark and evaluate tiny language models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+suites_app = typer.Typer(help="Prompt suites.", no_args_is_help=True)
+app.add_typer(suites_app, name="suites")
+console = Console()
+err_console = Console(stderr=True)
+
+PluginsDir = Annotated[Optional[Path], typer.Option("--plugins-dir", help="Also load plugins from *.py files here.",
+                                                     envvar="HARNESS_PLUGINS_DIR")]
+
+
+def _registry(plugins_dir: Path | None):
+    from harness.plugins import get_registry
+
+    return get_registry(plugins_dir)
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="Suite YAML file.")],
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated model specs, e.g. 10m,7m,hf:org/name.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to create (default: ./runs/<suite>-<time>-<id>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Finish an interrupted run directory.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (overrides the suite).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (overrides the suite).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Generate this many prompts at once (throughput mode).")] = 1,
+    shard: Annotated[Optional[str], typer.Option(help="Run only share K/N of the work, e.g. 2/8.")] = None,
+    report: Annotated[bool, typer.Option(help="Write an HTML report at the end.")] = True,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow Hub models that ship their own code.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    plugins_dir: PluginsDir = None,
+) -> None:
+    """Run SUITE on every model and write a run directory (and an HTML report)."""
+    from harness.runner import RunOptions, Shard, SuiteRun, new_run_dir
+    from harness.suite import load_suite
+    from harness.summary import summarize
+    from harness.tables import summary_table
+
+    from harness.rundir import load_run
+
+    loaded = load_suite(suite)
+    specs = [s.strip() for s in (models or "").split(",") if s.strip()]
+    if not specs and resume is None:
+        raise UserError("--models is required, e.g. --models 10m,7m,5m,2.5m ('harness models' lists specs)")
+    if len(set(specs)) != len(specs):
+        raise UserError(f"--models {models}: a model is listed twice")
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    registry = _registry(plugins_dir)
+    options = RunOptions(device=device, threads=threads, batch_size=batch_size,
+                         shard=Shard.parse(shard) if shard else None, trust_remote_code=trust_remote_code,
+                         progress=progress)
+    if resume is not None:
+        run_dir = resume
+        if not (resume / "manifest.json").is_file():
+            raise UserError(f"--resume {resume}: not a run directory (no manifest.json)")
+    elif out is not None:
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"--out {out}: directory exists and is not empty; choose a new path or use --resume {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir = out
+    else:
+        run_dir = new_run_dir(Path("runs"), loaded.suite.name)
+    console.print(f"run directory: {run_dir}")
+    suite_run = SuiteRun(loaded, specs, run_dir, registry, options, console, resume=resume is not None)
+    code = suite_run.execute()
+    summary = summarize(load_run(run_dir))
+    console.print(summary_table(summary))
+    for outcome in suite_run.outcomes:
+        if outcome.status == "failed":
+            err_console.print(f"[red]model {outcome.name} failed:[/red] {outcome.error}", highlight=False)
+    if code == 130:
+        err_console.print(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}")
+    elif report:
+        _write_report(run_dir, registry)
+    console.print(f"run directory: {run_dir}")
+    raise typer.Exit(code)
+
+
+def _write_report(run_dir: Path, registry) -> None:
+    try:
+        from harness.report import write_report
+    except ImportError:
+        return
+    path = write_report([run_dir], run_dir / "report.html", registry.report_sections)
+    console.print(f"report: {path}")
+
+
+@suites_app.command("validate")
+def suites_validate(files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")]) -> None:
+    """Check suite files; prints one line per file."""
+    from harness.suite import load_suite
+
+    failed = False
+    for path in files:
+        try:
+            loaded = load_suite(path)
+            console.print(f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
+                          f"sha256 {loaded.sha256[:12]})", highlight=False)
+        except UserError as exc:
+            err_console.print(f"error: {exc}", highlight=False)
+            failed = True
+    raise typer.Exit(2 if failed else 0)
+
+
+@app.command("models")
+def models_command(plugins_dir: PluginsDir = None) -> None:
+    """List the model specs every backend can resolve right now."""
+    registry = _registry(plugins_dir)
+    table = Table(title="model specs")
+    for column in ("backend", "spec", "resolves to"):
+        table.add_column(column)
+    for name, backend in registry.backends.items():
+        for spec, description in backend.available():
+            table.add_row(name, spec, description)
+    console.print(table)
+
+
+@app.command()
+def plugins(plugins_dir: PluginsDir = None) -> None:
+    """List plugins, where they come from, their versions and what each registered."""
+    registry = _registry(plugins_dir)
+    table = Table(title="plugins")
+    for column in ("plugin", "origin", "version", "registered"):
+        table.add_column(column)
+    for info in registry.plugins.values():
+        table.add_row(info.name, info.origin, info.version or "", ", ".join(info.registered))
+    console.print(table)
+
+
+def _add_optional_commands() -> None:
+    for module_name in ("harness.report.commands", "harness.gate.commands", "harness.merge"):
+        try:
+            module = __import__(module_name, fromlist=["add_commands"])
+        except ImportError:
+            continue
+        module.add_commands(app)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    _add_optional_commands()
+    warnings.simplefilter("default")
+    try:
+        from harness.plugins import PluginLoadWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PluginLoadWarning)
+            warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+            app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

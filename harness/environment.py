@@ -1,0 +1,82 @@
+"""What a run records about the machine and software, so a number can be reproduced or explained."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("tinylm-harness", "torch", "tokenizers", "transformers", "huggingface-hub", "safetensors", "pluggy",
+            "numpy", "pandas", "scipy", "plotly", "typer", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(start: Path | None = None) -> dict[str, Any]:
+    """Commit of the code that ran (the package's checkout, else the working directory's), and dirtiness."""
+    for where in (Path(__file__).resolve().parent, start or Path.cwd()):
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+            if commit.returncode == 0:
+                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                                       capture_output=True, text=True, timeout=5)
+                return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return {"commit": None, "dirty": None}
+
+
+def describe_environment(device: str) -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_count": __import__("os").cpu_count(),
+        "gpu": gpu,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "packages": package_versions(),
+        "git": git_commit(),
+    }
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS counter (Linux), so each model's peak is its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

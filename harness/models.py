@@ -1,0 +1,43 @@
+"""Model specs -> backends: ``prefix:rest`` picks a backend by name, bare specs go to the first that claims them."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.errors import UserError, did_you_mean
+from harness.plugins import Registry
+from harness.types import LoadOptions, Model
+
+
+def split_spec(spec: str, registry: Registry) -> tuple[str | None, str]:
+    """(backend name, spec) — the backend is None when the spec has no known prefix."""
+    if ":" in spec:
+        prefix = spec.split(":", 1)[0]
+        if prefix in registry.backends:
+            return prefix, spec
+        if len(prefix) > 1 and "/" not in prefix and "\\" not in prefix:  # 'C:' drive letters are not prefixes
+            raise UserError(f"model {spec}: unknown backend {prefix!r}{did_you_mean(prefix, registry.backends)}; "
+                            f"known: {', '.join(registry.backends)}")
+    return None, spec
+
+
+def resolve_backend(spec: str, registry: Registry):
+    name, spec = split_spec(spec, registry)
+    if name is not None:
+        return registry.backends[name]
+    for backend in registry.backends.values():
+        if backend.claims(spec):
+            return backend
+    aliases = [s for b in registry.backends.values() for s, _ in b.available()]
+    raise UserError(f"model {spec!r}: no backend recognises it{did_you_mean(spec, aliases)}; "
+                    "'harness models' lists valid specs")
+
+
+def load_model(spec: str, registry: Registry, options: LoadOptions, name: str | None = None) -> Model:
+    """Load ``spec`` with its backend and apply thread settings; ``name`` labels it in results."""
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    model = resolve_backend(spec, registry).load(spec, options)
+    if name:
+        model.info.name = name
+    return model

@@ -1,0 +1,371 @@
+"""The runner: suite × models -> samples -> metrics -> run directory.
+
+Every sample is seeded from (suite seed, prompt id, sample index) alone, so it is the same whatever
+the order, a resume, a shard split, or which other models ran; samples are appended and fsynced as
+they finish so an interruption loses at most the one in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness import rundir
+from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
+from harness.errors import UserError
+from harness.models import load_model
+from harness.plugins import Registry
+from harness.references import load_reference_texts
+from harness.suite import LoadedSuite, Prompt
+from harness.summary import summarize, summary_frame
+from harness.types import LoadOptions, Metric, Model, ModelContext, SampleContext, as_float
+
+FORMAT_VERSION = 1
+WARMUP_PROMPT = "Once upon a time"
+
+
+def derive_seed(suite_seed: int, prompt_id: str, sample_index: int) -> int:
+    """A 63-bit seed that depends only on its inputs (not on order, batch or resume)."""
+    digest = hashlib.sha256(f"{suite_seed}:{prompt_id}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise UserError(f"--shard {text!r}: expected K/N with integers, e.g. 1/4") from None
+        if not 1 <= k <= n:
+            raise UserError(f"--shard {text!r}: K must be between 1 and N")
+        return cls(k, n)
+
+    def owns(self, model: str, prompt_id: str, sample_index: int) -> bool:
+        digest = hashlib.sha256(f"{model}\x00{prompt_id}\x00{sample_index}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") % self.count == self.index - 1
+
+
+@dataclass
+class RunOptions:
+    device: str | None = None  # overrides the suite's device
+    threads: int | None = None
+    batch_size: int = 1
+    shard: Shard | None = None
+    trust_remote_code: bool = False
+    compile: bool = False
+    progress: bool = True
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class ModelOutcome:
+    name: str
+    status: str  # ok | failed | interrupted
+    error: str | None = None
+    samples: int = 0
+    wall_s: float = 0.0
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop after the sample in flight and leave a resumable directory."""
+
+
+def new_run_dir(base: Path, suite_name: str) -> Path:
+    """A fresh directory; ``mkdir`` without exist_ok means two concurrent runs can never share one."""
+    base.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = base / f"{suite_name}-{stamp}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"{base}: could not create a unique run directory")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SuiteRun:
+    """One execution of a suite, writing into one run directory."""
+
+    def __init__(self, loaded: LoadedSuite, model_specs: list[str], out_dir: Path, registry: Registry,
+                 options: RunOptions, console: Console, resume: bool = False) -> None:
+        self.loaded, self.suite, self.registry, self.options, self.console = loaded, loaded.suite, registry, options, console
+        self.model_specs, self.dir, self.resume = model_specs, out_dir, resume
+        self.sampling = self.suite.sampling.params()
+        self.device = options.device or self.suite.device
+        self.metrics = self._select_metrics()
+        self.outcomes: list[ModelOutcome] = []
+        self.manifest: dict[str, Any] = {}
+
+    def _select_metrics(self) -> dict[str, tuple[Metric, dict[str, Any]]]:
+        requested = self.suite.metric_options()
+        if requested is None:
+            requested = {name: {} for name in self.registry.default_metrics()}
+            if self.suite.judge and "judge_bpb" in self.registry.metrics:
+                requested["judge_bpb"] = {}
+        selected = {}
+        for name, metric_options in requested.items():
+            try:
+                selected[name] = (self.registry.metric(name), metric_options)
+            except UserError as exc:
+                raise UserError(f"{self.loaded.path}: field 'metrics': {exc}") from None
+        return selected
+
+    # ---------------------------------------------------------------- manifest
+    def _initial_manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION, "run_id": self.dir.name, "status": "running",
+            "created_at": _now(), "finished_at": None, "command": self.options.command,
+            "suite": {"name": self.suite.name, "path": str(self.loaded.path), "sha256": self.loaded.sha256,
+                      "prompts_sha256": self.loaded.prompts_sha256, "n_prompts": len(self.loaded.prompts),
+                      "samples_per_prompt": self.suite.samples_per_prompt,
+                      "sampling": self.suite.sampling.model_dump(), "warmup": self.suite.warmup,
+                      "definition": {**self.suite.model_dump(exclude={"prompts"}),
+                                     "prompts": [p.model_dump() for p in self.loaded.prompts]}},
+            "models": [{"name": spec, "spec": spec, "status": "pending", "error": None, "info": None}
+                       for spec in self.model_specs],
+            "batch_size": self.options.batch_size,
+            "shard": None if self.options.shard is None else {"index": self.options.shard.index, "count": self.options.shard.count},
+            "environment": describe_environment(self.device),
+        }
+
+    def _save_manifest(self) -> None:
+        rundir.write_json_atomic(self.dir / rundir.MANIFEST, self.manifest)
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        return next(m for m in self.manifest["models"] if m["name"] == name)
+
+    # ---------------------------------------------------------------- work
+    def work_items(self, model: str) -> Iterator[tuple[Prompt, int]]:
+        for prompt in self.loaded.prompts:
+            for sample_index in range(self.suite.samples_per_prompt):
+                if self.options.shard is None or self.options.shard.owns(model, prompt.id, sample_index):
+                    yield prompt, sample_index
+
+    def _sample_metrics(self, generation: Any, prompt_ids: list[int], model: Model,
+                        resources: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, str]]:
+        values: dict[str, float | None] = {}
+        errors: dict[str, str] = {}
+        for name, (metric, metric_options) in self.metrics.items():
+            if metric.compute is None:
+                continue
+            ctx = SampleContext(generation=generation, prompt_ids=prompt_ids, model=model, sampling=self.sampling,
+                                options=metric_options, resources=resources)
+            try:
+                values[name] = as_float(metric.compute(ctx))
+            except Exception as exc:  # one metric failing must not cost the sample or the others
+                values[name] = None
+                errors[name] = f"{exc.__class__.__name__}: {exc}"
+        return values, errors
+
+    def _record(self, model: Model, prompt: Prompt, sample_index: int, seed: int, prompt_ids: list[int],
+                generation: Any, values: dict[str, float | None], errors: dict[str, str]) -> dict[str, Any]:
+        start = generation.start_ns
+        return {
+            "suite": self.suite.name, "model": model.info.name, "prompt_id": prompt.id, "category": prompt.category,
+            "sample_index": sample_index, "seed": seed, "prompt_text": prompt.text, "prompt_tokens": len(prompt_ids),
+            "output_text": model.decode(generation.tokens), "output_ids": list(generation.tokens),
+            "eos_hit": bool(generation.eos_hit), "stop_reason": generation.stop_reason,
+            "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],
+            "end_ms": round((generation.end_ns - start) / 1e6, 4),
+            "logprobs": [round(lp, 6) if math.isfinite(lp) else None for lp in generation.logprobs],
+            "batched": self.options.batch_size > 1,
+            "flags": ["nonfinite"] if generation.nonfinite else [],
+            "metrics": values, "metric_errors": errors,
+        }
+
+    def _resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = {}
+        if self.suite.reference is not None and any(m.compute_model for m, _ in self.metrics.values()):
+            resources["reference_texts"] = load_reference_texts(self.suite.reference, self.loaded.path)
+        if self.suite.judge:
+            resources["judge"] = load_model(self.suite.judge, self.registry, self._load_options())
+        return resources
+
+    def _load_options(self) -> LoadOptions:
+        return LoadOptions(device=self.device, threads=self.options.threads or self.suite.threads,
+                           trust_remote_code=self.options.trust_remote_code, compile=self.options.compile)
+
+    def _warmup(self, model: Model) -> None:
+        ids = model.encode(WARMUP_PROMPT)
+        for i in range(self.suite.warmup):
+            model.generate(ids, self.sampling, torch.Generator(device="cpu").manual_seed(i))
+
+    def _run_model(self, spec: str, done: set[tuple[str, str, int]], out: rundir.JsonlAppender,
+                   model_out: rundir.JsonlAppender, resources: dict[str, Any], progress: Progress) -> ModelOutcome:
+        entry = self._model_entry(spec)
+        outcome = ModelOutcome(name=spec, status="ok")
+        t0 = time.perf_counter()
+        reset_peak_rss()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            model = load_model(spec, self.registry, self._load_options(), name=spec)
+        except UserError as exc:
+            entry.update(status="failed", error=str(exc))
+            self._save_manifest()
+            return ModelOutcome(name=spec, status="failed", error=str(exc))
+        entry["info"] = model.info.to_dict()
+        entry["load_s"] = round(time.perf_counter() - t0, 3)
+        items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
+        task = progress.add_task(spec, total=len(items))
+        records = []
+        try:
+            self._warmup(model)
+            for prompt, sample_index in items:
+                seed = derive_seed(self.sampling.seed, prompt.id, sample_index)
+                prompt_ids = model.encode(prompt.text)
+                if len(prompt_ids) >= model.info.context_length:
+                    raise UserError(f"{self.loaded.path}: prompt {prompt.id!r} has {len(prompt_ids)} tokens for model {spec}, "
+                                    f"whose context is {model.info.context_length}; shorten the prompt")
+                generator = torch.Generator(device="cpu").manual_seed(seed)
+                generation = model.generate(prompt_ids, self.sampling, generator)
+                values, errors = self._sample_metrics(generation, prompt_ids, model, resources)
+                record = self._record(model, prompt, sample_index, seed, prompt_ids, generation, values, errors)
+                out.append(record)
+                records.append(record)
+                outcome.samples += 1
+                progress.advance(task)
+            self._model_metrics(model, records, resources, model_out)
+        except (KeyboardInterrupt, Interrupted):
+            outcome.status = "interrupted"
+            raise
+        except UserError as exc:
+            outcome.status, outcome.error = "failed", str(exc)
+        except Exception as exc:  # a crashing backend fails its model only; the other models still run
+            outcome.status = "failed"
+            outcome.error = f"{exc.__class__.__name__}: {exc}"
+            (self.dir / f"error-{spec.replace('/', '_').replace(':', '_')}.txt").write_text(traceback.format_exc())
+        finally:
+            outcome.wall_s = time.perf_counter() - t0
+            entry.update(status=outcome.status, error=outcome.error, wall_s=round(outcome.wall_s, 3))
+            self._save_manifest()
+            model.close()
+        return outcome
+
+    def _model_metrics(self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any],
+                       model_out: rundir.JsonlAppender) -> None:
+        model_resources = {**resources, "peak_mem_mb": self._peak_mem_mb(model)}
+        values: dict[str, float | None] = {}
+        errors: dict[str, str] = {}
+        for name, (metric, metric_options) in self.metrics.items():
+            if metric.compute_model is None:
+                continue
+            try:
+                values[name] = as_float(metric.compute_model(ModelContext(model, records, metric_options, model_resources)))
+            except Exception as exc:
+                values[name], errors[name] = None, f"{exc.__class__.__name__}: {exc}"
+        if values or errors:
+            model_out.append({"model": model.info.name, "metrics": values, "metric_errors": errors})
+
+    @staticmethod
+    def _peak_mem_mb(model: Model) -> float | None:
+        if model.info.device.startswith("cuda"):
+            return torch.cuda.max_memory_allocated() / 2**20
+        return peak_rss_mb()
+
+    # ---------------------------------------------------------------- orchestration
+    def _done_samples(self) -> tuple[set[tuple[str, str, int]], set[str]]:
+        done = {(r["model"], r["prompt_id"], r["sample_index"]) for r in rundir.iter_jsonl(self.dir / rundir.SAMPLES)}
+        models_done = {r["model"] for r in rundir.iter_jsonl(self.dir / rundir.MODEL_METRICS)}
+        return done, models_done
+
+    def _prepare(self) -> None:
+        if self.resume:
+            old = rundir.load_run(self.dir)
+            if old.manifest["suite"]["sha256"] != self.loaded.sha256:
+                raise UserError(f"{self.dir}: was run with a different suite (hash {old.manifest['suite']['sha256'][:12]}); "
+                                "resume with the same suite file or start a new run")
+            self.manifest = old.manifest
+            known = {m["name"] for m in self.manifest["models"]}
+            self.manifest["models"] += [{"name": s, "spec": s, "status": "pending", "error": None, "info": None}
+                                        for s in self.model_specs if s not in known]
+            self.model_specs = [m["name"] for m in self.manifest["models"]]
+            self.manifest["status"] = "running"
+            self.manifest.setdefault("resumed_at", []).append(_now())
+            _repair_torn_tail(self.dir / rundir.SAMPLES)
+        else:
+            self.manifest = self._initial_manifest()
+        meta = {name: {"unit": m.unit, "higher_is_better": m.higher_is_better, "level": m.level, "kind": m.kind,
+                       "description": m.description, "plugin": self.registry.owner.get(("metric", name))}
+                for name, (m, _) in self.metrics.items()}
+        rundir.write_json_atomic(self.dir / rundir.METRICS, meta)
+        self._save_manifest()
+
+    def execute(self) -> int:
+        """Run every model; returns the exit code (0 ok, 1 some model failed, 130 interrupted)."""
+        self._prepare()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        done, models_done = self._done_samples()
+        resources = self._resources()
+        status = "complete"
+        progress = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("eta"), TimeRemainingColumn(), console=self.console, disable=not self.options.progress)
+        try:
+            with progress, rundir.JsonlAppender(self.dir / rundir.SAMPLES) as out, \
+                    rundir.JsonlAppender(self.dir / rundir.MODEL_METRICS) as model_out:
+                for spec in self.model_specs:
+                    if spec in models_done:
+                        continue
+                    self.outcomes.append(self._run_model(spec, done, out, model_out, resources, progress))
+        except (KeyboardInterrupt, Interrupted):
+            status = "interrupted"
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            judge = resources.get("judge")
+            if judge is not None:
+                judge.close()
+        failed = [o for o in self.outcomes if o.status == "failed"]
+        if status == "complete" and failed:
+            status = "failed" if len(failed) == len(self.model_specs) else "complete_with_failures"
+        self.finish(status)
+        if status == "interrupted":
+            return 130
+        return 1 if failed else 0
+
+    def finish(self, status: str) -> None:
+        """Summaries and final manifest, written even after an interruption (from what exists)."""
+        self.manifest["status"] = status
+        self.manifest["finished_at"] = _now()
+        run = rundir.load_run(self.dir)
+        run.manifest = self.manifest
+        summary = summarize(run)
+        rundir.write_json_atomic(self.dir / rundir.SUMMARY_JSON, summary)
+        rundir.write_text_atomic(self.dir / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
+        self._save_manifest()
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Drop a partial last line left by a hard kill, so appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])

@@ -1,0 +1,54 @@
+"""The terminal summary in the seed's Table 2 layout: metrics as rows, models as columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+#: The seed's nine metrics first, in its order; everything else (extras, plugins) after, alphabetically.
+SEED_ORDER = ("ttft_ms", "tps", "latency_ms", "tokens_generated", "perplexity", "avg_token_prob",
+              "repetition_rate", "coherence_length", "vocab_diversity")
+
+
+def ordered_metrics(names: list[str]) -> list[str]:
+    return [n for n in SEED_ORDER if n in names] + sorted(n for n in names if n not in SEED_ORDER)
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "%":
+        return f"{100 * value:.1f}%"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if magnitude < 1 else f"{value:.2f}"
+
+
+def direction_mark(higher_is_better: bool | None) -> str:
+    return {True: "↑", False: "↓", None: ""}[higher_is_better]
+
+
+def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
+    models = summary["models"]
+    table = Table(title=title or f"{summary['suite']}: mean per model (95% CI in summary.json)")
+    table.add_column("#", justify="right")
+    table.add_column("metric")
+    for model in models:
+        table.add_column(model, justify="right")
+    for index, name in enumerate(ordered_metrics(list(summary["metrics"])), 1):
+        entry = summary["metrics"][name]
+        unit = entry["unit"]
+        label = f"{name} ({unit})" if unit and unit != "%" else name
+        cells = []
+        for model in models:
+            stats = entry["models"].get(model)
+            cell = format_value(stats["mean"], unit) if stats else "—"
+            if stats and stats.get("missing"):
+                cell += f" [dim]({stats['missing']} missing)[/dim]"
+            cells.append(cell)
+        table.add_row(str(index), f"{label} {direction_mark(entry['higher_is_better'])}", *cells)
+    return table
