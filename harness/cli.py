@@ -152,6 +152,13 @@ def _add_optional_commands() -> None:
         module.add_commands(app)
 
 
+def _plugin_commands() -> None:
+    """Let plugins add subcommands (``register_commands``); needs the registry before parsing."""
+    from harness.plugins import get_registry
+
+    get_registry(None).pm.hook.register_commands(app=app)
+
+
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
     _add_optional_commands()
@@ -162,6 +169,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("always", PluginLoadWarning)
             warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+            _plugin_commands()
             app(standalone_mode=False)
     except UserError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)

@@ -134,7 +134,7 @@ def build_registry(plugins_dir: Path | None = None) -> Registry:
         raise UserError(f"plugin {exc.plugin!r} implements a hook that does not exist: {exc}") from exc
     for hook_name, kind in (("register_backends", "backend"), ("register_metrics", "metric"),
                             ("register_report_sections", "section")):
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
             impl.function(register=_register_callback(registry, kind, impl.plugin_name))
     return registry
 

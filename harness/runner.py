@@ -120,18 +120,28 @@ class SuiteRun:
         self.outcomes: list[ModelOutcome] = []
         self.manifest: dict[str, Any] = {}
 
+    def _available_resources(self) -> set[str]:
+        return {name for name, present in (("reference_texts", self.suite.reference), ("judge", self.suite.judge)) if present}
+
     def _select_metrics(self) -> dict[str, tuple[Metric, dict[str, Any]]]:
+        """The suite's metrics, or every default metric whose resources the suite provides."""
+        available = self._available_resources()
         requested = self.suite.metric_options()
         if requested is None:
-            requested = {name: {} for name in self.registry.default_metrics()}
-            if self.suite.judge and "judge_bpb" in self.registry.metrics:
-                requested["judge_bpb"] = {}
+            requested = {name: {} for name, metric in self.registry.metrics.items()
+                         if set(metric.requires) <= available and (metric.default or metric.requires)}
         selected = {}
         for name, metric_options in requested.items():
             try:
-                selected[name] = (self.registry.metric(name), metric_options)
+                metric = self.registry.metric(name)
             except UserError as exc:
                 raise UserError(f"{self.loaded.path}: field 'metrics': {exc}") from None
+            missing = set(metric.requires) - available
+            if missing:
+                field_name = {"reference_texts": "reference", "judge": "judge"}
+                raise UserError(f"{self.loaded.path}: metric {name!r} needs the suite field(s) "
+                                f"{sorted(field_name.get(m, m) for m in missing)}; add them or drop the metric")
+            selected[name] = (metric, metric_options)
         return selected
 
     # ---------------------------------------------------------------- manifest

@@ -176,7 +176,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from exc
+        detail = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise UserError(f"{where}: malformed YAML ({detail})") from exc
     if not isinstance(data, dict):
         raise UserError(f"{path}: a suite must be a YAML mapping with at least 'name' and 'prompts'")
     try:

@@ -162,6 +162,7 @@ class Metric:
     compute_model: Callable[[ModelContext], float | None] | None = None
     default: bool = True  # on when a suite does not list its metrics
     kind: Literal["timing", "quality", "count"] = "quality"  # gates treat timing as run-replicated
+    requires: tuple[str, ...] = ()  # resources it needs: "reference_texts" (suite 'reference'), "judge" (suite 'judge')
 
     def __post_init__(self) -> None:
         if (self.compute is None) == (self.compute_model is None):

@@ -1,0 +1,160 @@
+"""The runner end to end on real (tiny) models: determinism, resume, faults and interruptions."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.rundir import load_run
+from harness.runner import Shard, derive_seed
+
+FAULTS = Path(__file__).parent / "fault_plugins"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_suite(tmp_path, name="t", n_prompts=4, samples=2, max_new=24, extra=""):
+    prompts = "\n".join(f"  - {{id: p{i}, category: c{i % 2}, text: \"Once upon a time number {i}\"}}"
+                        for i in range(n_prompts))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nsamples_per_prompt: {samples}\nwarmup: 1\ndevice: cpu\n"
+                    f"sampling: {{temperature: 0.8, top_k: 50, max_new_tokens: {max_new}, seed: 7}}\n{extra}prompts:\n{prompts}\n")
+    return path
+
+
+def harness(*args, cwd=None, env=None, check=None):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd, env=full_env, timeout=600)
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+def ids_by_key(run_dir):
+    return {(r["model"], r["prompt_id"], r["sample_index"]): r["output_ids"] for r in load_run(run_dir).samples}
+
+
+def test_derive_seed_depends_only_on_its_inputs():
+    assert derive_seed(1, "a", 0) == derive_seed(1, "a", 0)
+    assert len({derive_seed(1, "a", 0), derive_seed(1, "a", 1), derive_seed(1, "b", 0), derive_seed(2, "a", 0)}) == 4
+
+
+def test_run_writes_directory_and_same_seed_gives_same_tokens(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path)
+    models = f"tinylm:random/2.5m,{tiny_checkpoint}"
+    first = harness("run", suite, "--models", models, "--out", tmp_path / "a", "--no-report", "--no-progress", check=0)
+    harness("run", suite, "--models", models, "--out", tmp_path / "b", "--no-report", "--no-progress", check=0)
+    assert "perplexity" in first.stdout and "tokens_generated" in first.stdout  # the Table 2 layout
+    run = load_run(tmp_path / "a")
+    assert len(run.samples) == 2 * 4 * 2
+    assert ids_by_key(tmp_path / "a") == ids_by_key(tmp_path / "b")
+    record = run.samples[0]
+    for field in ("model", "prompt_id", "sample_index", "seed", "prompt_text", "output_text", "output_ids", "eos_hit",
+                  "token_times_ms", "logprobs", "metrics", "metric_errors"):
+        assert field in record
+    assert len(record["token_times_ms"]) == len(record["output_ids"]) == record["metrics"]["tokens_generated"]
+    manifest = run.manifest
+    assert manifest["status"] == "complete"
+    assert manifest["environment"]["packages"]["torch"] and manifest["environment"]["threads"] >= 1
+    info = manifest["models"][1]["info"]
+    assert info["weights_sha256"] and len(info["weights_sha256"]) == 64 and info["parameters"] > 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    stats = summary["metrics"]["tps"]["models"]["tinylm:random/2.5m"]
+    assert stats["n"] == 8 and stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    assert summary["metrics"]["perplexity"]["higher_is_better"] is False
+    assert "tps" in (tmp_path / "a" / "summary.csv").read_text()
+
+
+def test_sample_does_not_depend_on_other_models_or_order(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path, n_prompts=3, samples=1)
+    harness("run", suite, "--models", f"tinylm:random/2.5m,{tiny_checkpoint}", "--out", tmp_path / "a", "--no-report", check=0)
+    harness("run", suite, "--models", str(tiny_checkpoint), "--out", tmp_path / "b", "--no-report", check=0)
+    a, b = ids_by_key(tmp_path / "a"), ids_by_key(tmp_path / "b")
+    assert {k: v for k, v in a.items() if k[0] == str(tiny_checkpoint)} == b
+
+
+def test_crashing_backend_fails_its_model_only(tmp_path):
+    suite = write_suite(tmp_path)
+    result = harness("run", suite, "--models", "fault:crash2,tinylm:random/2.5m", "--out", tmp_path / "r",
+                     "--plugins-dir", FAULTS, "--no-report", check=1)
+    assert "model fault:crash2 failed" in result.stderr and "simulated backend crash" in result.stderr
+    run = load_run(tmp_path / "r")
+    statuses = {m["name"]: m["status"] for m in run.manifest["models"]}
+    assert statuses == {"fault:crash2": "failed", "tinylm:random/2.5m": "ok"}
+    assert sum(r["model"] == "fault:crash2" for r in run.samples) == 2  # the samples made before the crash are kept
+    assert sum(r["model"] == "tinylm:random/2.5m" for r in run.samples) == 8
+
+
+def test_metric_that_raises_is_recorded_and_others_go_on(tmp_path):
+    suite = write_suite(tmp_path, extra="metrics: [always_fails, tokens_generated, repetition_rate]\n")
+    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r", "--plugins-dir", FAULTS,
+            "--no-report", check=0)
+    for record in load_run(tmp_path / "r").samples:
+        assert record["metric_errors"] == {"always_fails": "ZeroDivisionError: metric bug"}
+        assert record["metrics"]["always_fails"] is None and record["metrics"]["tokens_generated"] >= 0
+
+
+def test_nan_logits_flag_the_sample_and_the_run_goes_on(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    harness("run", suite, "--models", "fault:nan,tinylm:random/2.5m", "--out", tmp_path / "r", "--plugins-dir", FAULTS,
+            "--no-report", check=0)
+    run = load_run(tmp_path / "r")
+    nan_samples = [r for r in run.samples if r["model"] == "fault:nan"]
+    assert len(nan_samples) == 2 and all(r["flags"] == ["nonfinite"] and r["stop_reason"] == "nonfinite" for r in nan_samples)
+    assert sum(r["model"] == "tinylm:random/2.5m" for r in run.samples) == 2
+
+
+def _wait_for_samples(path, n, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError("no samples appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_resumes_to_the_same_samples(tmp_path, sig):
+    suite = write_suite(tmp_path, n_prompts=6, samples=2, max_new=160)
+    models = "tinylm:random/10m,tinylm:random/2.5m"
+    harness("run", suite, "--models", models, "--out", tmp_path / "ref", "--no-report", check=0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--models", models, "--out",
+                             str(tmp_path / "int"), "--no-report", "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_samples(tmp_path / "int" / "samples.jsonl", 3, proc)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    partial = load_run(tmp_path / "int")
+    kept = len(partial.samples)
+    assert kept >= 3  # nothing that was written is lost
+    if sig != signal.SIGKILL:
+        assert code == 130 and partial.manifest["status"] == "interrupted"
+        assert "--resume" in proc.stderr.read()
+    harness("run", suite, "--resume", tmp_path / "int", "--no-report", check=0)
+    resumed = load_run(tmp_path / "int")
+    assert resumed.manifest["status"] == "complete"
+    assert ids_by_key(tmp_path / "int") == ids_by_key(tmp_path / "ref")
+    assert len(resumed.samples) == len(load_run(tmp_path / "ref").samples)
+
+
+def test_shards_partition_the_work():
+    keys = [(m, f"p{i}", s) for m in ("a", "b") for i in range(50) for s in range(2)]
+    shards = [Shard(k, 3) for k in (1, 2, 3)]
+    owners = [[s.owns(*key) for s in shards] for key in keys]
+    assert all(sum(o) == 1 for o in owners)
+    assert all(sum(o[i] for o in owners) > 20 for i in range(3))
+
+
+def test_two_runs_never_share_a_directory(tmp_path):
+    from harness.runner import new_run_dir
+
+    paths = {new_run_dir(tmp_path, "s") for _ in range(20)}
+    assert len(paths) == 20
