@@ -1,0 +1,60 @@
+"""Export a tinylm_ref model as a transformers ``save_pretrained`` directory (model_type ``tinylm_ref``).
+
+This is how the two backends are shown to agree: the same weights, loaded once by the ``tinylm``
+backend and once by the ``hf`` backend from the export, give the same log-probs (see
+docs/backends.md, "Cross-backend equivalence"). The directory also carries
+``modeling_tinylm_ref.py`` and an ``auto_map``, so plain transformers can load it with
+``trust_remote_code=True``; the harness itself registers the same classes in-process instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from harness.backends import hf_tinylm_arch
+from harness.backends.hf_tinylm_arch import TinyLMRefConfig, TinyLMRefForCausalLM
+from tinylm_ref.model import LLM
+from tinylm_ref.tokenizer import BOS, EOS, PAD, UNK
+
+MODELING_FILE = "modeling_tinylm_ref.py"
+
+
+def tinylm_to_hf_state(model: LLM) -> dict:
+    """tinylm_ref parameter names -> the export's: a ``model.`` prefix; an untied head becomes ``lm_head``."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if key == "head.weight":
+            if not model.config.tie_weights:
+                state["lm_head.weight"] = value
+            continue
+        state[f"model.{key}"] = value
+    return state
+
+
+def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path) -> Path:
+    """Write ``model`` + ``tokenizer`` as a directory ``AutoModelForCausalLM``/``AutoTokenizer`` load."""
+    from transformers import PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    cfg = model.config
+    ids = {name: tokenizer.token_to_id(name) for name in (BOS, EOS, PAD)}
+    config = TinyLMRefConfig(
+        vocab_size=cfg.vocab_size, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
+        max_seq_len=cfg.max_seq_len, tie_weights=cfg.tie_weights,
+        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD],
+        architectures=["TinyLMRefForCausalLM"],
+        auto_map={"AutoConfig": "modeling_tinylm_ref.TinyLMRefConfig",
+                  "AutoModelForCausalLM": "modeling_tinylm_ref.TinyLMRefForCausalLM"},
+    )
+    hf_model = TinyLMRefForCausalLM(config)
+    hf_model.load_state_dict(tinylm_to_hf_state(model), strict=True)
+    hf_model.save_pretrained(directory)
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=cfg.max_seq_len,
+                                   **{k: v for k, v in special.items() if tokenizer.token_to_id(v) is not None})
+    fast.save_pretrained(directory)
+    shutil.copyfile(hf_tinylm_arch.__file__, directory / MODELING_FILE)
+    return directory
