@@ -1,0 +1,183 @@
+"""What a gate compares: one *side* (baseline or candidate) made of one or more *rounds*.
+
+A round is one run of the suite. Quality metrics are replicated by samples inside a round;
+timing metrics are replicated by rounds (a noisy neighbour shifts every sample of a run at once,
+see /work/shared/spec/gates.md §3), so the side keeps rounds apart instead of pooling them.
+
+Run directories and exported baseline files both load into a :class:`Side`, so the statistics
+never care where the numbers came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.rundir import MANIFEST, Run, load_run
+
+Key = tuple[str, int]  # (prompt_id, sample_index): the unit a paired test pairs on
+
+
+@dataclass(frozen=True)
+class MetricMeta:
+    """Direction, kind and level of a metric, as the run recorded it in metrics.json."""
+
+    name: str
+    unit: str = ""
+    higher_is_better: bool | None = None
+    kind: str = "quality"  # timing | quality | count
+    level: str = "sample"  # sample | model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "higher_is_better": self.higher_is_better, "kind": self.kind, "level": self.level}
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> MetricMeta:
+        return cls(name=name, unit=str(data.get("unit", "") or ""), higher_is_better=data.get("higher_is_better"),
+                   kind=str(data.get("kind", "quality") or "quality"), level=str(data.get("level", "sample") or "sample"))
+
+
+@dataclass
+class Round:
+    """One run: per-sample values (model -> metric -> key -> value) and model-level values."""
+
+    run_id: str
+    source: str
+    environment: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    samples: dict[str, dict[str, dict[Key, float | None]]] = field(default_factory=dict)
+    keys: dict[str, list[Key]] = field(default_factory=dict)  # model -> every sample key, even all-missing ones
+    model_values: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Side:
+    """A baseline or a candidate: suite identity, model infos, metric metadata and its rounds."""
+
+    label: str
+    suite: dict[str, Any]
+    models: dict[str, dict[str, Any]]  # name -> ModelInfo dict (may be empty when unknown)
+    metrics: dict[str, MetricMeta]
+    rounds: list[Round]
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """The first round's machine description (rounds of one side normally share a machine)."""
+        return self.rounds[0].environment if self.rounds else {}
+
+
+def clean_value(value: Any) -> float | None:
+    """A metric value as a finite float, or None for missing (None, NaN, inf, non-numbers)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def round_from_run(run: Run) -> Round:
+    """Pull the per-sample and model-level values of one run directory into a Round."""
+    manifest = run.manifest
+    rnd = Round(run_id=str(manifest.get("run_id", run.path.name)), source=str(run.path),
+                environment=dict(manifest.get("environment") or {}), batch_size=manifest.get("batch_size"),
+                statuses={m["name"]: str(m.get("status", "ok")) for m in manifest.get("models", [])})
+    seen: dict[str, dict[Key, None]] = {}  # ordered set of keys per model (a resumed run may repeat one)
+    for record in run.samples:
+        model = record.get("model")
+        if model is None or "prompt_id" not in record:
+            raise UserError(f"{run.path}/samples.jsonl: a sample has no 'model' or 'prompt_id'; the run directory is damaged")
+        key: Key = (str(record["prompt_id"]), int(record.get("sample_index", 0)))
+        seen.setdefault(model, {})[key] = None
+        per_metric = rnd.samples.setdefault(model, {})
+        for name, value in (record.get("metrics") or {}).items():
+            per_metric.setdefault(name, {})[key] = clean_value(value)
+    rnd.keys = {model: list(keys) for model, keys in seen.items()}
+    for record in run.model_metrics:
+        model = record.get("model")
+        for name, value in (record.get("metrics") or {}).items():
+            rnd.model_values.setdefault(model, {})[name] = clean_value(value)
+    return rnd
+
+
+def _metric_metas(run: Run) -> dict[str, MetricMeta]:
+    """metrics.json, plus any metric that only appears in the samples (direction unknown)."""
+    metas = {name: MetricMeta.from_dict(name, meta) for name, meta in run.metrics.items()}
+    for record in run.samples:
+        for name in record.get("metrics") or {}:
+            metas.setdefault(name, MetricMeta(name=name))
+    for record in run.model_metrics:
+        for name in record.get("metrics") or {}:
+            metas.setdefault(name, MetricMeta(name=name, level="model"))
+    return metas
+
+
+def suite_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a manifest's suite block that decides whether two runs are comparable."""
+    suite = manifest.get("suite") or {}
+    return {k: suite.get(k) for k in ("name", "sha256", "prompts_sha256", "n_prompts", "samples_per_prompt", "sampling")}
+
+
+def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) -> Side:
+    """Several run directories of one suite as the rounds of one side.
+
+    Rounds must share the suite hash: rounds of different suites are not replicates of anything.
+    """
+    if not runs:
+        raise UserError(f"{label}: no run directories given")
+    first = runs[0]
+    for run in runs:
+        status = run.manifest.get("status", "complete")
+        if status != "complete" and not allow_incomplete:
+            raise UserError(f"{run.path}: run status is {status!r}, not 'complete'; finish or re-run it before gating")
+        if "suite" not in run.manifest or "sha256" not in (run.manifest.get("suite") or {}):
+            raise UserError(f"{run.path}/{MANIFEST}: no suite.sha256; the run directory is damaged or too old")
+        if run.suite_sha256 != first.suite_sha256:
+            raise UserError(f"{label}: rounds {first.path} and {run.path} ran different suites "
+                            f"(sha256 {first.suite_sha256[:12]} vs {run.suite_sha256[:12]}); a side's rounds must repeat one suite")
+    models: dict[str, dict[str, Any]] = {}
+    metas: dict[str, MetricMeta] = {}
+    for run in runs:
+        for entry in run.manifest.get("models", []):
+            models.setdefault(entry["name"], dict(entry.get("info") or {}))
+        for name, meta in _metric_metas(run).items():
+            metas.setdefault(name, meta)
+    return Side(label=label, suite=suite_identity(first.manifest), models=models, metrics=metas,
+                rounds=[round_from_run(run) for run in runs])
+
+
+def expand_run_paths(paths: list[Path]) -> list[Path]:
+    """Each path is a run directory, or a directory whose sub-directories are run directories (one per round)."""
+    expanded: list[Path] = []
+    for path in paths:
+        if (path / MANIFEST).is_file():
+            expanded.append(path)
+        elif path.is_dir():
+            children = sorted(p for p in path.iterdir() if (p / MANIFEST).is_file())
+            if not children:
+                raise UserError(f"{path}: not a run directory (no {MANIFEST}) and holds no run directories")
+            expanded.extend(children)
+        else:
+            raise UserError(f"{path}: no such run directory")
+    return expanded
+
+
+def load_side(paths: list[Path], label: str) -> Side:
+    """Load a side from run directories (rounds) or from one exported baseline file."""
+    from harness.gate.baseline import load_baseline  # local: baseline imports this module
+
+    files = [p for p in paths if p.is_file()]
+    if files:
+        if len(paths) != 1:
+            raise UserError(f"{label}: give either one baseline file or run directories, not both ({', '.join(map(str, paths))})")
+        return load_baseline(files[0])
+    return side_from_runs([load_run(p) for p in expand_run_paths(paths)], label=", ".join(map(str, paths)))

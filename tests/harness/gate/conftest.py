@@ -1,0 +1,105 @@
+"""A fixture writer for run directories in exactly the documented format (docs/run-directory.md).
+
+Gates read only run directories, so the tests build them by hand: manifest.json, samples.jsonl,
+model_metrics.jsonl and metrics.json, with every documented field present.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+METRICS: dict[str, dict[str, Any]] = {
+    "tps": {"unit": "tokens/s", "higher_is_better": True, "level": "sample", "kind": "timing"},
+    "latency_ms": {"unit": "ms", "higher_is_better": False, "level": "sample", "kind": "timing"},
+    "perplexity": {"unit": "", "higher_is_better": False, "level": "sample", "kind": "quality"},
+    "repetition_rate": {"unit": "%", "higher_is_better": False, "level": "sample", "kind": "quality"},
+    "tokens_generated": {"unit": "tokens", "higher_is_better": None, "level": "sample", "kind": "count"},
+    "heldout_bpb": {"unit": "bits/byte", "higher_is_better": False, "level": "model", "kind": "quality"},
+}
+ENV = {"python": "3.11.7", "platform": "Linux-6.1-x86_64", "cpu": "Test CPU 9000", "device": "cpu", "threads": 2,
+       "packages": {"torch": "2.4.0"}, "git_commit": "abc"}
+
+
+def keys(prompts: int, samples_per_prompt: int = 1) -> list[tuple[str, int]]:
+    return [(f"p{i:03d}", j) for i in range(prompts) for j in range(samples_per_prompt)]
+
+
+def synthetic_values(prompts: int, seed: int = 0, samples_per_prompt: int = 1, scale: dict[str, float] | None = None,
+                     run_shift: float = 0.0) -> dict[str, list[float | None]]:
+    """Plausible per-sample values: prompt effects plus per-sample noise; ``scale`` multiplies a metric."""
+    rng = np.random.default_rng(seed)
+    n = prompts * samples_per_prompt
+    prompt_effect = np.repeat(np.random.default_rng(1000).lognormal(0, 0.2, prompts), samples_per_prompt)
+    values = {
+        "tps": 300 * prompt_effect * rng.lognormal(0, 0.05, n) * np.exp(run_shift),
+        "latency_ms": 90 / prompt_effect * rng.lognormal(0, 0.05, n) * np.exp(-run_shift),
+        "perplexity": 20 * prompt_effect * rng.lognormal(0, 0.1, n),
+        "repetition_rate": np.clip(0.3 * prompt_effect * rng.lognormal(0, 0.3, n), 0, 1),
+        "tokens_generated": np.round(100 * prompt_effect * rng.lognormal(0, 0.1, n)),
+    }
+    for name, factor in (scale or {}).items():
+        values[name] = values[name] * factor
+    return {name: [float(v) for v in arr] for name, arr in values.items()}
+
+
+def write_run(path: Path, values: dict[str, dict[str, list[float | None]]], *, prompts: int, samples_per_prompt: int = 1,
+              suite: str = "smoke", suite_sha: str = "a" * 64, prompts_sha: str = "b" * 64,
+              model_values: dict[str, dict[str, float | None]] | None = None,
+              infos: dict[str, dict[str, Any]] | None = None, environment: dict[str, Any] | None = None,
+              status: str = "complete", metrics: dict[str, dict[str, Any]] | None = None, batch_size: int = 1,
+              model_status: dict[str, str] | None = None) -> Path:
+    """Write a run directory: ``values`` is model -> metric -> one value per sample in ``keys()`` order."""
+    path.mkdir(parents=True, exist_ok=True)
+    metric_meta = metrics if metrics is not None else METRICS
+    models = []
+    for name in values:
+        info = {"name": name, "spec": name, "backend": "tinylm", "parameters": 2_500_000, "vocab_size": 512,
+                "context_length": 512, "device": "cpu", "dtype": "float32", "source": f"/ckpt/{name}",
+                "weights_sha256": "w" * 64, "tokenizer_sha256": "t" * 64, "revision": None, "extra": {}}
+        info.update((infos or {}).get(name, {}))
+        models.append({"name": name, "spec": name, "status": (model_status or {}).get(name, "ok"), "error": None,
+                       "info": info, "load_s": 0.1, "wall_s": 1.0})
+    manifest = {
+        "format_version": 1, "run_id": path.name, "status": status,
+        "created_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:01:00Z",
+        "command": ["harness", "run", f"suites/{suite}.yaml"],
+        "suite": {"name": suite, "path": f"suites/{suite}.yaml", "sha256": suite_sha, "prompts_sha256": prompts_sha,
+                  "n_prompts": prompts, "samples_per_prompt": samples_per_prompt,
+                  "sampling": {"temperature": 0.8, "top_k": 50, "max_new_tokens": 256, "seed": 1234},
+                  "definition": {"name": suite}},
+        "models": models, "batch_size": batch_size, "shard": None, "environment": environment or ENV,
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (path / "metrics.json").write_text(json.dumps({k: {**v, "description": k, "plugin": "test"} for k, v in metric_meta.items()}))
+    with open(path / "samples.jsonl", "w") as handle:
+        for model, per_metric in values.items():
+            for index, (prompt_id, sample_index) in enumerate(keys(prompts, samples_per_prompt)):
+                record = {
+                    "suite": suite, "model": model, "prompt_id": prompt_id, "category": "story",
+                    "sample_index": sample_index, "seed": 1234 + index, "prompt_text": f"Once {prompt_id}",
+                    "prompt_tokens": 3, "output_text": "upon a time", "output_ids": [1, 2, 3], "eos_hit": True,
+                    "stop_reason": "eos", "token_times_ms": [1.0, 2.0, 3.0], "end_ms": 3.0, "logprobs": [-1.0, -1.0, -1.0],
+                    "batched": batch_size > 1, "flags": [],
+                    "metrics": {name: series[index] for name, series in per_metric.items()}, "metric_errors": {},
+                }
+                handle.write(json.dumps(record) + "\n")
+    with open(path / "model_metrics.jsonl", "w") as handle:
+        for model, per_metric in (model_values or {}).items():
+            handle.write(json.dumps({"model": model, "metrics": per_metric}) + "\n")
+    return path
+
+
+@pytest.fixture
+def make_run(tmp_path: Path) -> Callable[..., Path]:
+    """``make_run(name, values, prompts=..., ...)`` writes a run directory under tmp_path."""
+
+    def _make(name: str, values: dict[str, dict[str, list[float | None]]], **kwargs: Any) -> Path:
+        return write_run(tmp_path / name, values, **kwargs)
+
+    return _make
