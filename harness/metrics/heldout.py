@@ -6,8 +6,9 @@ UTF-8 bytes instead of its tokens removes the tokenizer from the denominator:
 ``heldout_bpb = Σ NLL_nats / (ln 2 · Σ bytes)``, lower is better.
 
 Model-level: computed once per model from ``ModelContext.resources["reference_texts"]`` (a list of
-strings the runner loads from the suite). Missing when the suite gives no reference texts, so the
-metric can be on by default without failing suites that do not use it.
+strings the runner loads from the suite's ``reference`` field). ``requires=("reference_texts",)``
+tells the runner to select it by default only for suites that name reference texts; if it runs
+without them anyway, the value is missing rather than an error.
 
 Options (``ModelContext.options``): ``window`` (ids per ``score`` call, default and maximum the
 model's context length) and ``overlap`` (context ids re-read by each later window, default half
@@ -39,6 +40,7 @@ def _heldout_bpb(ctx: ModelContext) -> float | None:
 
 HELDOUT_BPB = Metric(
     name="heldout_bpb", unit="bits/byte", higher_is_better=False, kind="quality", compute_model=_heldout_bpb,
+    requires=(RESOURCE,),
     description="Bits per UTF-8 byte of the suite's reference texts under the model (its own tokenizer); "
     "comparable across vocabularies.",
 )

@@ -8,8 +8,9 @@ the number depends only on the text: ``judge_bpb = Σ NLL_judge / (ln 2 · UTF-8
 Scoring without the prompt penalises the first words a little for every model alike.
 
 The judge is ``SampleContext.resources["judge"]`` (any backend's ``Model``), loaded by the runner
-when the suite names one. Off by default (it costs a judge forward pass per sample), and missing
-when no judge is configured or the generation decodes to no text (``n = 0``).
+when the suite names one. ``default=False`` with ``requires=("judge",)``: the runner selects it
+exactly when the suite configures a judge (it costs a judge forward pass per sample). The value is
+missing when no judge is present or the generation decodes to no text (``n = 0``).
 Options: ``window`` and ``overlap``, as for ``heldout_bpb``.
 """
 
@@ -39,6 +40,7 @@ def _judge_bpb(ctx: SampleContext) -> float | None:
 
 JUDGE_BPB = Metric(
     name="judge_bpb", unit="bits/byte", higher_is_better=False, kind="quality", compute=_judge_bpb, default=False,
+    requires=(RESOURCE,),
     description="Bits per UTF-8 byte of the generated text under the suite's fixed judge model.",
 )
 

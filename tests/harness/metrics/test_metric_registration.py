@@ -63,6 +63,9 @@ def test_every_builtin_metric_registers_with_the_contract_fields():
         assert isinstance(metric, Metric)
         assert (metric.unit, metric.higher_is_better, metric.kind, metric.level, metric.default) == EXPECTED[name], name
         assert metric.description
+    assert found["heldout_bpb"][1].requires == ("reference_texts",)
+    assert found["judge_bpb"][1].requires == ("judge",)
+    assert all(not m.requires for name, (_, m) in found.items() if name not in ("heldout_bpb", "judge_bpb"))
 
 
 def test_hook_call_collects_them_all():
