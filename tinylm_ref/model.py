@@ -135,3 +135,32 @@ class LLM(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         return self.head(self.norm(x))
+
+    def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, V) for one new token per sequence (B, 1), continuing the cache.
+
+        The same math as ``forward`` in eval mode, written with functional calls only: at batch 1 a
+        tiny model's decode time is dominated by per-call Python overhead, not arithmetic, and skipping
+        module dispatch and no-op dropouts is what brings it close to the bare matrix-vector floor.
+        """
+        pos = cache.length
+        if pos >= self.config.max_seq_len:
+            raise ValueError(f"sequence of {pos + 1} tokens exceeds the context of {self.config.max_seq_len}")
+        B = token.shape[0]
+        H, D = self.config.n_heads, self.config.head_dim
+        x = F.embedding(token, self.tok_emb.weight) + self.pos_emb.weight[pos]
+        for layer, block in enumerate(self.blocks):
+            attn, ffn = block.attn, block.ffn
+            h = F.rms_norm(x, block.attn_norm.normalized_shape, block.attn_norm.weight, block.attn_norm.eps)
+            q, k, v = F.linear(h, attn.qkv.weight).view(B, 1, 3, H, D).unbind(2)  # 3×(B,1,H,D)
+            cache.k[layer, :, :, pos] = k[:, 0]
+            cache.v[layer, :, :, pos] = v[:, 0]
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.k[layer, :, :, : pos + 1],
+                                               cache.v[layer, :, :, : pos + 1])
+            x = x + F.linear(y.view(B, 1, H * D), attn.proj.weight)
+            h = F.rms_norm(x, block.ffn_norm.normalized_shape, block.ffn_norm.weight, block.ffn_norm.eps)
+            gate, up = F.linear(h, ffn.gate_up.weight).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, ffn.down.weight)
+        cache.length = pos + 1
+        x = F.rms_norm(x[:, 0], self.norm.normalized_shape, self.norm.weight, self.norm.eps)
+        return F.linear(x, self.head.weight)

@@ -6,6 +6,7 @@ needs (raw log-probabilities, host-side timestamps) and does nothing else per to
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -71,28 +72,31 @@ def generate(
     budget = min(max_new_tokens, context - len(prompt_ids))
     _sync(device)
     out.start_ns = time.perf_counter_ns()
+    logits = model(idx, cache=cache, last_only=True)[:, -1, :].float()  # prefill
     for step in range(max_new_tokens):
         if step >= budget:
             out.stop_reason = "context"
             break
-        logits = model(idx, cache=cache, last_only=True)[:, -1, :].float()
         logprobs = torch.log_softmax(logits, dim=-1)
-        if not torch.isfinite(logprobs).all():
-            out.nonfinite = True
-            out.stop_reason = "nonfinite"
-            out.end_ns = time.perf_counter_ns()
-            break
-        token = pick_token(logits, temperature, top_k, generator)
-        token_id = int(token.item())  # host sync: the token is materialised from here on
+        try:
+            token = pick_token(logits, temperature, top_k, generator)
+        except RuntimeError:  # multinomial refuses NaN/inf probabilities
+            token = None
+        token_id = int(token.item()) if token is not None else -1  # host sync: the token is materialised
+        logprob = float(logprobs[0, token_id]) if token is not None else math.nan
         now = time.perf_counter_ns()
         out.end_ns = now
+        if not math.isfinite(logprob):  # any NaN/inf logit poisons the whole log-softmax
+            out.nonfinite, out.stop_reason = True, "nonfinite"
+            break
         if token_id == eos_id:
             out.eos_hit, out.stop_reason = True, "eos"
             break
         out.tokens.append(token_id)
-        out.logprobs.append(float(logprobs[0, token_id]))
+        out.logprobs.append(logprob)
         out.token_times_ns.append(now)
-        idx = token
+        if step + 1 < budget:
+            logits = model.decode_step(token, cache).float()
     if out.end_ns == 0:
         out.end_ns = time.perf_counter_ns()
     return out
