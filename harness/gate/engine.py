@@ -139,6 +139,16 @@ def _metas(baseline: Side, candidate: Side, notes: list[str]) -> dict[str, Metri
     return metas
 
 
+def _clearly_better(comp: Comparison) -> bool:
+    """An improvement is claimed when the whole CI is on the better side (tests are one-sided toward worse)."""
+    if comp.test is None:
+        return True  # a single deterministic value
+    low, high = comp.ci.abs_low, comp.ci.abs_high
+    if low is None or high is None:
+        return False
+    return high < 0 if comp.rule.direction == "lower" else low > 0
+
+
 def _settle(comp: Comparison) -> None:
     """The verdict of a comparison whose significance is known (or not needed)."""
     rule = comp.rule
@@ -175,7 +185,7 @@ def _settle(comp: Comparison) -> None:
                            f"{comp.test.min_p:.2g}); add {'rounds (--rounds)' if comp.unit_of_replication == 'round' else 'samples'}")
         else:
             comp.verdict, comp.reason = PASS, "beyond tolerance but not significant"
-    elif comp.better_beyond_tolerance and (significant or comp.test is None):
+    elif comp.better_beyond_tolerance and _clearly_better(comp):
         comp.verdict, comp.reason = IMPROVED, "better beyond tolerance"
     else:
         comp.verdict, comp.reason = PASS, comp.reason or "within tolerance"

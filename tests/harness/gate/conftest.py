@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+
+from harness.gate.data import load_side
+from harness.gate.engine import GateResult, run_gate
+from harness.gate.rules import load_rules
 
 METRICS: dict[str, dict[str, Any]] = {
     "tps": {"unit": "tokens/s", "higher_is_better": True, "level": "sample", "kind": "timing"},
@@ -103,3 +108,25 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         return write_run(tmp_path / name, values, **kwargs)
 
     return _make
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> SimpleNamespace:
+    """The helpers above as one fixture (tests run in importlib mode and cannot import conftest)."""
+
+    def gate_dirs(baseline: Path | list[Path], candidate: Path | list[Path], rules: str | None = None,
+                  **kwargs: Any) -> GateResult:
+        rules_path = None
+        if rules is not None:
+            rules_path = tmp_path / "gates.yaml"
+            rules_path.write_text(rules)
+        base = load_side(baseline if isinstance(baseline, list) else [baseline], "baseline")
+        cand = load_side(candidate if isinstance(candidate, list) else [candidate], "candidate")
+        return run_gate(base, cand, load_rules(rules_path), **kwargs)
+
+    def run(name: str, values: dict[str, dict[str, list[float | None]]], **kwargs: Any) -> Path:
+        kwargs.setdefault("prompts", len(next(iter(next(iter(values.values())).values()))) // kwargs.get("samples_per_prompt", 1))
+        return write_run(tmp_path / name, values, **kwargs)
+
+    return SimpleNamespace(run=run, gate=gate_dirs, values=synthetic_values, keys=keys, METRICS=METRICS, ENV=ENV,
+                           tmp=tmp_path)
