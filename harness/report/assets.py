@@ -1,0 +1,160 @@
+"""The page's CSS and JavaScript, kept as Python strings so the package needs no extra data files.
+
+The JavaScript draws every figure from its JSON block and runs the sample browser. It writes untrusted
+text with ``textContent`` only (never ``innerHTML``). It sets ``window.__reportReady`` once every plot
+has rendered, which the real-browser test waits for.
+"""
+
+from __future__ import annotations
+
+CSS = """
+:root { --fg: #1d2330; --muted: #5b6475; --line: #d9dde5; --best: #d8f3dc; --bad: #ffd9d6; --accent: #2f5fd0; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); margin: 0;
+       background: #f7f8fa; }
+nav { position: sticky; top: 0; z-index: 10; background: #fff; border-bottom: 1px solid var(--line);
+      padding: 6px 24px; display: flex; gap: 16px; flex-wrap: wrap; }
+nav a { color: var(--accent); text-decoration: none; }
+main { max-width: 1500px; margin: 0 auto; padding: 8px 24px 48px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 12px 20px; margin: 16px 0; }
+h1 { font-size: 22px; margin: 12px 0 4px; } h2 { font-size: 18px; margin: 4px 0 10px; } h3 { font-size: 15px; }
+.note { color: var(--muted); font-size: 13px; }
+.warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: 6px 10px; }
+.error { background: var(--bad); border-left: 4px solid #c62828; padding: 6px 10px; }
+.sub { display: block; color: var(--muted); font-size: 12px; font-weight: normal; }
+table.summary { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
+table.summary caption { caption-side: top; text-align: left; color: var(--muted); font-size: 13px; padding: 4px 0; }
+table.summary th, table.summary td { border: 1px solid var(--line); padding: 4px 10px; text-align: right; vertical-align: top; }
+table.summary th[scope=row], table.summary:not(.compare) thead th:nth-child(-n+2) { text-align: left; }
+table.summary thead th { background: #eef1f6; }
+table.summary td.num { color: var(--muted); }
+table.summary td.best { background: var(--best); font-weight: 600; }
+table.summary .ci { display: block; color: var(--muted); font-size: 11px; font-weight: normal; }
+table.summary .missing { display: block; color: #b45309; font-size: 11px; }
+table.seed { background: #fbfaf4; }
+td.improved { background: var(--best); } td.regressed { background: var(--bad); }
+.side-by-side { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }
+.plot { min-height: 320px; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
+dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+.controls { display: flex; gap: 10px; align-items: center; flex-wrap: wrap; margin-bottom: 8px; }
+.controls select { max-width: 70vw; }
+.prompt-box { background: #eef1f6; border-radius: 6px; padding: 8px 12px; margin-bottom: 10px; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; font: 13px/1.45 ui-monospace, Menlo, Consolas, monospace; }
+.columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 10px; }
+.column { border: 1px solid var(--line); border-top: 4px solid var(--accent); border-radius: 6px; padding: 6px 10px; }
+.column h4 { margin: 2px 0 6px; }
+.sample { border-top: 1px dashed var(--line); padding-top: 4px; margin-top: 6px; }
+.sample table { font-size: 12px; border-collapse: collapse; }
+.sample th { text-align: left; font-weight: normal; color: var(--muted); padding-right: 10px; }
+.sample td { text-align: right; font-variant-numeric: tabular-nums; }
+details summary { cursor: pointer; color: var(--accent); }
+"""
+
+APP_JS = r"""
+(function () {
+  "use strict";
+  function byId(id) { return document.getElementById(id); }
+  function readJSON(id) { var el = byId(id); return el ? JSON.parse(el.textContent) : null; }
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+
+  function drawPlots() {
+    if (typeof Plotly === "undefined") { console.error("plotly.js is missing from the report"); return; }
+    var template = readJSON("plotly-template");
+    var config = { displaylogo: false, responsive: true };
+    var plots = Array.prototype.slice.call(document.querySelectorAll("div.plot"));
+    window.__reportPlots = plots.length;
+    var pending = plots.map(function (div) {
+      var spec = readJSON(div.getAttribute("data-spec"));
+      var layout = spec.layout || {};
+      if (template && !layout.template) { layout.template = template; }
+      return Plotly.newPlot(div, spec.data || [], layout, config);
+    });
+    Promise.all(pending).then(function () {
+      window.__reportReady = true;
+      document.body.setAttribute("data-plots-ready", "true");
+    }, function (err) { console.error("a plot failed to render: " + err); });
+  }
+
+  function fmt(value, percent) {
+    if (value === null || value === undefined) { return "–"; }
+    if (percent) { return (value * 100).toFixed(1) + "%"; }
+    if (Math.abs(value) >= 1000) { return Math.round(value).toLocaleString("en-US"); }
+    if (value === 0) { return "0"; }
+    return String(Number(value.toPrecision(3)));
+  }
+
+  function sampleNode(s, metrics) {
+    var box = el("div", "sample");
+    var head = "sample #" + s.i + " · stop: " + (s.stop || "?") + (s.flags.length ? " · flags: " + s.flags.join(", ") : "");
+    box.appendChild(el("div", "sub", head));
+    box.appendChild(el("pre", "output", s.out === "" ? "(empty output)" : s.out));
+    var table = el("table");
+    metrics.forEach(function (m) {
+      if (!Object.prototype.hasOwnProperty.call(s.m, m.name)) { return; }
+      var row = el("tr");
+      row.appendChild(el("th", null, m.label));
+      row.appendChild(el("td", null, fmt(s.m[m.name], m.percent)));
+      table.appendChild(row);
+    });
+    box.appendChild(table);
+    Object.keys(s.err).forEach(function (name) { box.appendChild(el("div", "error", name + ": " + s.err[name])); });
+    return box;
+  }
+
+  function initBrowser() {
+    var data = readJSON("browser-data");
+    if (!data || !data.prompts.length) { return; }
+    var category = byId("browser-category"), select = byId("browser-prompt-select");
+    var promptEl = byId("browser-prompt"), metaEl = byId("browser-prompt-meta"), cols = byId("browser-columns");
+    var categories = [];
+    data.prompts.forEach(function (p) { if (categories.indexOf(p.category) < 0) { categories.push(p.category); } });
+    var all = el("option", null, "all categories"); all.value = "\u0000all"; category.appendChild(all);
+    categories.forEach(function (c) { var o = el("option", null, c || "(none)"); o.value = c; category.appendChild(o); });
+
+    function fillPrompts() {
+      while (select.firstChild) { select.removeChild(select.firstChild); }
+      data.prompts.forEach(function (p, i) {
+        if (category.value !== "\u0000all" && p.category !== category.value) { return; }
+        var short = p.text.length > 70 ? p.text.slice(0, 70) + "…" : p.text;
+        var o = el("option", null, p.id + " · " + short); o.value = String(i); select.appendChild(o);
+      });
+    }
+    function show() {
+      var i = Number(select.value), p = data.prompts[i];
+      if (!p) { return; }
+      metaEl.textContent = p.id + " · " + (p.category || "no category");
+      promptEl.textContent = p.text;
+      while (cols.firstChild) { cols.removeChild(cols.firstChild); }
+      data.columns.forEach(function (c, ci) {
+        var col = el("div", "column");
+        col.style.borderTopColor = c.color;
+        col.appendChild(el("h4", null, c.label));
+        var samples = data.cells[i][ci] || [];
+        if (!samples.length) { col.appendChild(el("p", "note", "no sample for this prompt")); }
+        samples.forEach(function (s) { col.appendChild(sampleNode(s, data.metrics)); });
+        cols.appendChild(col);
+      });
+    }
+    function step(delta) {
+      var next = select.selectedIndex + delta;
+      if (next >= 0 && next < select.options.length) { select.selectedIndex = next; show(); }
+    }
+    category.addEventListener("change", function () { fillPrompts(); show(); });
+    select.addEventListener("change", show);
+    byId("browser-prev").addEventListener("click", function () { step(-1); });
+    byId("browser-next").addEventListener("click", function () { step(1); });
+    fillPrompts();
+    show();
+  }
+
+  initBrowser();
+  drawPlots();
+})();
+"""

@@ -1,0 +1,114 @@
+"""The report in a real headless Chromium: offline from disk, plots drawn, payloads shown as text, never run.
+
+CI installs the Debian package (``apt-get install -y chromium``); locally the test is skipped only when
+/usr/bin/chromium is absent. Playwright drives that system browser (no ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.report import write_report
+from harness.report.figures import SEED_SCATTERS
+from harness.rundir import load_run
+
+from .conftest import XSS_OUTPUT, XSS_PROMPT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")]
+
+
+def _expected_points(run_dirs: list[Path]) -> dict[str, int]:
+    samples = [s for d in run_dirs for s in load_run(d).samples]
+    ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
+    return {spec.key: sum(ok(s["metrics"].get(spec.x)) and ok(s["metrics"].get(spec.y)) for s in samples)
+            for spec in SEED_SCATTERS}
+
+
+def test_report_in_headless_chromium(make_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    runs = [make_run("base", models=("2.5m", "10m", "7m"), n_prompts=16),
+            make_run("cand", models=("2.5m", "10m", "7m"), n_prompts=16, speed=0.8, timing_seed=4)]
+    report = write_report(runs, tmp_path / "report.html")
+    url = report.resolve().as_uri()
+    requests: list[str] = []
+    console_errors: list[str] = []
+    dialogs: list[str] = []
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+
+            def route(r):
+                requests.append(r.request.url)
+                if r.request.url.startswith("file://"):
+                    r.continue_()
+                else:
+                    r.abort()
+
+            context.route("**/*", route)
+            page = context.new_page()
+            page.on("request", lambda req: requests.append(req.url) if req.url != url else None)
+            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            page.goto(url)
+            page.wait_for_function("window.__reportReady === true", timeout=60_000)
+
+            points = page.evaluate("""() => Object.fromEntries(
+                Array.from(document.querySelectorAll('[data-scatter] .plot')).map(gd => [
+                    gd.parentElement.dataset.scatter,
+                    {data: gd.data.reduce((n, t) => n + t.x.length, 0), traces: gd.data.length,
+                     svg: gd.querySelectorAll('.scatterlayer .point').length,
+                     x: gd.layout.xaxis.title.text, y: gd.layout.yaxis.title.text}]))""")
+            expected = _expected_points(runs)
+            assert set(points) == {s.key for s in SEED_SCATTERS}
+            for key, got in points.items():
+                assert got["data"] == got["svg"] == expected[key], key
+                assert got["traces"] == 6 and got["x"] and got["y"]
+            n_plots = page.evaluate("window.__reportPlots")
+            assert n_plots == page.evaluate("document.querySelectorAll('div.plot.js-plotly-plot').length") > 4
+
+            # the <script> prompt is shown as text and nothing from it ran
+            page.select_option("#browser-prompt-select", index=0)
+            assert page.text_content("#browser-prompt") == XSS_PROMPT
+            assert XSS_OUTPUT in page.text_content("#browser-columns")
+            assert page.evaluate("document.querySelectorAll('#sample-browser img, #sample-browser script').length") == 0
+            assert page.evaluate("document.querySelectorAll('script').length") == 2 + page.evaluate(
+                "document.querySelectorAll('script[type=\"application/json\"]').length")
+
+            # hover text on the payload sample is plotly text, not markup
+            hover = page.evaluate("""() => {
+                const gd = document.querySelector('[data-scatter="tokens-vs-coherence"] .plot');
+                const i = gd.data[0].text.findIndex(t => t.includes('p001'));
+                Plotly.Fx.hover(gd, [{curveNumber: 0, pointNumber: i}]);
+                return gd.querySelector('.hoverlayer').textContent;
+            }""")
+            assert "<img src=x onerror=" in hover
+            assert page.evaluate("document.querySelectorAll('.hoverlayer img').length") == 0
+
+            page.select_option("#browser-category", "dialogue starters")
+            assert page.text_content("#browser-prompt-meta").endswith("dialogue starters")
+            page.click("#browser-next")
+
+            assert page.evaluate("window.__xss") is None
+            shot = Path(os.environ.get("REPORT_SCREENSHOT_DIR", tmp_path)) / "report-browser-test.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+    assert dialogs == []
+    assert console_errors == []
+    assert [r for r in requests if r != url] == [], "the report made a request besides loading itself"

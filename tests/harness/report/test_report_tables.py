@@ -1,0 +1,104 @@
+"""Summary table in the seed's Table 2 layout, best per row by direction, batched apart, the seed's table."""
+
+from __future__ import annotations
+
+from harness.report import write_report
+from harness.report.context import SEED_ORDER, build_context
+from harness.report.seed_table import SEED_TABLE2, seed_table
+from harness.report.tables import best_models, summary_section, summary_table
+from harness.rundir import load_run
+from harness.summary import describe
+
+from .conftest import table_rows
+
+
+def test_table2_layout_metrics_rows_models_columns(make_run):
+    run = load_run(make_run(models=("10m", "7m", "5m", "2.5m")))
+    html = summary_table(build_context([run]), build_context([run]).series[0])
+    rows = table_rows(html, 'class="summary"')
+    assert rows[0][:2] == ["#", "Metric"] and [c.split()[0] for c in rows[0][2:]] == ["10m", "7m", "5m", "2.5m"]
+    metrics = [r[1].split(" ↑")[0].split(" ↓")[0] for r in rows[1:]]
+    assert metrics[:9] == ["TTFT (ms)", "TPS (tokens/sec)", "Total Latency (ms)", "Tokens Generated (avg)", "Perplexity",
+                           "Avg Token Probability", "Repetition Rate", "Coherence Length", "Vocab Diversity"]
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(1, len(rows))]
+    assert any(m.startswith("example_word_len") for m in metrics)  # plugin metric gets a row too
+    assert any(m.startswith("eos_rate") for m in metrics)  # model-level metric
+
+
+def test_cells_are_mean_with_ci_from_describe(make_run):
+    run = load_run(make_run(models=("a", "b")))
+    ctx = build_context([run])
+    html = summary_table(ctx, ctx.series[0])
+    values = [s["metrics"]["coherence_length"] for s in run.samples if s["model"] == "a"]
+    stats = describe(values)
+    row = next(r for r in table_rows(html, 'class="summary"') if r[1].startswith("Coherence Length"))
+    assert row[2].startswith(f"{stats['mean']:#.3g}".rstrip("."))
+    assert f"[{stats['ci_low']:#.3g}".rstrip(".") in row[2]
+    rep = next(r for r in table_rows(html, 'class="summary"') if r[1].startswith("Repetition Rate"))
+    assert rep[2].split()[0].endswith("%")
+
+
+def test_best_per_row_follows_direction():
+    stats = {"a": {"mean": 1.0}, "b": {"mean": 3.0}, "c": {"mean": None}}
+    assert best_models(stats, True) == {"b"}
+    assert best_models(stats, False) == {"a"}
+    assert best_models(stats, None) == set()  # tokens generated has no better direction
+    assert best_models({"a": {"mean": 2.0}, "b": {"mean": 2.0}}, True) == set()  # all tie: no winner
+    assert best_models({"a": {"mean": 2.0}, "b": {"mean": 2.0}, "c": {"mean": 1.0}}, True) == {"a", "b"}
+    assert best_models({"a": {"mean": 2.0}}, True) == set()
+
+
+def test_best_highlight_in_html(make_run):
+    run = load_run(make_run(models=("fast", "slow")))
+    ctx = build_context([run])
+    html = summary_table(ctx, ctx.series[0])
+    tps_row = html[html.index('data-metric="tps"'):].split("</tr>")[0]
+    lat_row = html[html.index('data-metric="latency_ms"'):].split("</tr>")[0]
+    tok_row = html[html.index('data-metric="tokens_generated"'):].split("</tr>")[0]
+    means = {m: describe([s["metrics"]["tps"] for s in run.samples if s["model"] == m])["mean"] for m in ("fast", "slow")}
+    best = max(means, key=means.get)
+    assert f'data-model="{best}" class="best"' in tps_row and tps_row.count('class="best"') == 1
+    lat = {m: describe([s["metrics"]["latency_ms"] for s in run.samples if s["model"] == m])["mean"] for m in means}
+    assert f'data-model="{min(lat, key=lat.get)}" class="best"' in lat_row
+    assert 'class="best"' not in tok_row
+
+
+def test_batched_run_gets_its_own_labelled_table(make_run):
+    one = load_run(make_run("one", models=("a",)))
+    many = load_run(make_run("many", models=("a",), batched=True))
+    ctx = build_context([one, many])
+    html = summary_section(ctx)
+    assert html.count('<table class="summary"') == 2
+    assert 'data-batched="true"' in html and 'data-batched="false"' in html
+    assert "batched (batch size 4)" in html and "not comparable with the batch-1 numbers" in html
+
+
+def test_mixed_batched_flags_in_one_run_are_split(make_run):
+    path = make_run(models=("a",))
+    run = load_run(path)
+    for s in run.samples[: len(run.samples) // 2]:
+        s["batched"] = True
+    ctx = build_context([run])
+    assert [s.batched for s in ctx.series] == [False, True]
+    assert sum(len(s.samples) for s in ctx.series) == len(run.samples)
+
+
+def test_seed_table_only_for_tinystories_and_labelled(make_run, tmp_path):
+    smoke = write_report([make_run("s", suite="smoke")], tmp_path / "s.html").read_text(encoding="utf-8")
+    assert 'data-seed="true"' not in smoke
+    tiny = write_report([make_run("t", suite="tinystories")], tmp_path / "t.html").read_text(encoding="utf-8")
+    assert 'data-seed="true"' in tiny and "NVIDIA L4" in tiny and "not measured here" in tiny
+    assert 'class="side-by-side"' in tiny  # beside ours
+
+
+def test_seed_table_values_as_published():
+    rows = table_rows(seed_table(), 'data-seed="true"')
+    assert rows[0] == ["#", "Metric", "10M", "7M", "5M", "2.5M"]
+    by_label = {r[1]: r[2:] for r in rows[1:]}
+    assert by_label["TTFT (ms)"] == ["5.5", "7.8", "4.1", "4.1"]
+    assert by_label["TPS (tokens/sec)"] == ["297", "169", "531", "538"]
+    assert by_label["Total Latency (ms)"] == ["90.2", "178.5", "61.0", "68.7"]
+    assert by_label["Avg Token Probability"] == ["0.496", "0.513", "0.494", "0.538"]
+    assert by_label["Repetition Rate"] == ["13.0%", "12.2%", "9.5%", "6.8%"]
+    assert by_label["Vocab Diversity"] == ["82.3%", "81.2%", "83.5%", "83.7%"]
+    assert list(SEED_TABLE2) == SEED_ORDER
