@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -33,10 +33,19 @@ class OutputFormat(str, Enum):
     none = "none"
 
 
-def _fail(exc: UserError) -> typer.Exit:
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code`` via SystemExit, not ``typer.Exit``.
+
+    Why: an app invoked with ``standalone_mode=False`` turns ``typer.Exit`` into a return value, and a
+    caller that ignores it would exit 0 on a regression. SystemExit reaches the process either way.
+    """
+    sys.exit(code)
+
+
+def _fail(exc: UserError) -> NoReturn:
     """Print a user error as one line on stderr and exit 2: CI logs stay readable."""
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(EXIT_INPUT)
+    _exit(EXIT_INPUT)
 
 
 def _write(path: Path, text: str) -> None:
@@ -80,14 +89,14 @@ def gate(
             if path is not None:
                 _write(path, render(result))
     except UserError as exc:
-        raise _fail(exc) from None
+        _fail(exc)
     if output_format is OutputFormat.table:
         render_table(result)
     elif output_format is not OutputFormat.none:
         render = {OutputFormat.markdown: render_markdown, OutputFormat.json: render_json,
                   OutputFormat.junit: render_junit}[output_format]
         sys.stdout.write(render(result))
-    raise typer.Exit(result.exit_code)
+    _exit(result.exit_code)
 
 
 def export(
@@ -101,7 +110,7 @@ def export(
         side = side_from_runs([load_run(p) for p in expand_run_paths(list(run_dirs))], label=str(run_dirs[0]))
         data = write_baseline(side, output, models=model or None, metrics=metric or None)
     except UserError as exc:
-        raise _fail(exc) from None
+        _fail(exc)
     samples = sum(len(block["rows"]) for block in data["rounds"][0]["models"].values())
     typer.echo(f"wrote {output}: suite {data['suite'].get('name')!r}, {len(data['models'])} model(s), "
                f"{len(data['metrics'])} metric(s), {samples} sample(s), {len(data['rounds'])} round(s), "

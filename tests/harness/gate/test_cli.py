@@ -185,3 +185,23 @@ def test_rounds_from_a_directory_of_runs(kit: SimpleNamespace) -> None:
     result = invoke("gate", kit.tmp / "cand", "--baseline", kit.tmp / "base", "--rounds", "5", "--metric", "tps")
     assert result.exit_code == 1 and "tps/m" in result.stdout
     assert invoke("gate", kit.tmp / "cand", "--baseline", kit.tmp / "base", "--rounds", "3").exit_code == 2
+
+
+def test_exit_codes_survive_standalone_mode_false(dirs: SimpleNamespace) -> None:
+    """The main CLI calls ``app(standalone_mode=False)``, which swallows typer.Exit: codes must still reach the OS."""
+    for candidate, code in ((dirs.same, 0), (dirs.worse, 1), (dirs.other_suite, 2)):
+        with pytest.raises(SystemExit) as info:
+            make_app()(["gate", str(candidate), "--baseline", str(dirs.base), "--format", "none"], standalone_mode=False)
+        assert info.value.code == code
+
+
+def test_real_entry_point(dirs: SimpleNamespace) -> None:
+    """``python -m harness gate`` through the main CLI, when it is wired (harness.cli calls add_commands)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("harness.cli")
+    proc = subprocess.run([sys.executable, "-m", "harness", "gate", str(dirs.worse), "--baseline", str(dirs.base),
+                           "--format", "none"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # one process start is slow enough; the other codes are covered above
+    assert "Traceback" not in proc.stderr
