@@ -242,23 +242,31 @@ class SuiteRun:
         entry["load_s"] = round(time.perf_counter() - t0, 3)
         items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
         task = progress.add_task(spec, total=len(items))
-        records = []
+        records: list[dict[str, Any]] = []
         try:
             self._warmup(model)
-            for prompt, sample_index in items:
-                seed = derive_seed(self.sampling.seed, prompt.id, sample_index)
-                prompt_ids = model.encode(prompt.text)
-                if len(prompt_ids) >= model.info.context_length:
-                    raise UserError(f"{self.loaded.path}: prompt {prompt.id!r} has {len(prompt_ids)} tokens for model {spec}, "
-                                    f"whose context is {model.info.context_length}; shorten the prompt")
-                generator = torch.Generator(device="cpu").manual_seed(seed)
-                generation = model.generate(prompt_ids, self.sampling, generator)
-                values, errors = self._sample_metrics(generation, prompt_ids, model, resources)
-                record = self._record(model, prompt, sample_index, seed, prompt_ids, generation, values, errors)
-                out.append(record)
-                records.append(record)
-                outcome.samples += 1
-                progress.advance(task)
+            generated_tokens, generation_ns = 0, 0
+            for batch in _chunks(items, self.options.batch_size):
+                prompt_ids = [self._encode_checked(model, prompt, spec) for prompt, _ in batch]
+                seeds = [derive_seed(self.sampling.seed, prompt.id, index) for prompt, index in batch]
+                generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+                if len(batch) > 1 and hasattr(model, "generate_batch"):
+                    generations = model.generate_batch(prompt_ids, self.sampling, generators)
+                    generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
+                else:  # batch 1, or a backend without a batched path: one at a time
+                    generations = [model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators)]
+                    generation_ns += sum(g.end_ns - g.start_ns for g in generations)
+                for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations):
+                    values, errors = self._sample_metrics(generation, ids, model, resources)
+                    record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
+                    out.append(record)
+                    records.append(record)
+                    generated_tokens += len(generation.tokens)
+                    outcome.samples += 1
+                    progress.advance(task)
+            entry["throughput"] = {"batch_size": self.options.batch_size, "tokens": generated_tokens,
+                                   "generation_s": round(generation_ns / 1e9, 4),
+                                   "tokens_per_s": round(generated_tokens / (generation_ns / 1e9), 2) if generation_ns else None}
             self._model_metrics(model, records, resources, model_out)
         except (KeyboardInterrupt, Interrupted):
             outcome.status = "interrupted"
@@ -275,6 +283,13 @@ class SuiteRun:
             self._save_manifest()
             model.close()
         return outcome
+
+    def _encode_checked(self, model: Model, prompt: Prompt, spec: str) -> list[int]:
+        ids = model.encode(prompt.text)
+        if len(ids) >= model.info.context_length:
+            raise UserError(f"{self.loaded.path}: prompt {prompt.id!r} has {len(ids)} tokens for model {spec}, "
+                            f"whose context is {model.info.context_length}; shorten the prompt")
+        return ids
 
     def _model_metrics(self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any],
                        model_out: rundir.JsonlAppender) -> None:
@@ -366,6 +381,11 @@ class SuiteRun:
         rundir.write_json_atomic(self.dir / rundir.SUMMARY_JSON, summary)
         rundir.write_text_atomic(self.dir / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
         self._save_manifest()
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

@@ -15,8 +15,10 @@ from tinylm_ref.config import ModelConfig
 class KVCache:
     """Preallocated keys/values for every layer, so decoding never reallocates or concatenates."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (config.n_layers, batch_size, config.n_heads, config.max_seq_len, config.head_dim)
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 capacity: int | None = None) -> None:
+        # Left-padded batches may need more slots than the context (positions still stop at the context).
+        shape = (config.n_layers, batch_size, config.n_heads, capacity or config.max_seq_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # number of positions filled so far
@@ -112,9 +114,9 @@ class LLM(nn.Module):
         """Unique parameters (the tied head counted once), as the seed's Table 1 counts them."""
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
-    def new_cache(self, batch_size: int = 1) -> KVCache:
+    def new_cache(self, batch_size: int = 1, capacity: int | None = None) -> KVCache:
         param = self.tok_emb.weight
-        return KVCache(self.config, batch_size, param.device, param.dtype)
+        return KVCache(self.config, batch_size, param.device, param.dtype, capacity)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V) for token ids ``idx`` (B, T).
@@ -134,6 +136,32 @@ class LLM(nn.Module):
             cache.length += T
         if last_only:
             x = x[:, -1:, :]
+        return self.head(self.norm(x))
+
+    def forward_padded(self, idx: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, T, V) for a batch whose rows start at different cache slots (left padding).
+
+        ``idx`` (B, T) fills cache slots [cache.length, cache.length + T); ``positions`` (B, T) are each
+        token's own position in its sequence; ``valid`` (B, slots) marks slots holding real tokens.
+        A query sees valid earlier slots and always itself, so padding rows never attend to nothing.
+        """
+        B, T = idx.shape
+        start, end = cache.length, cache.length + T
+        H, D = self.config.n_heads, self.config.head_dim
+        slot = torch.arange(end, device=idx.device)
+        causal = slot[None, :] <= (start + torch.arange(T, device=idx.device))[:, None]  # (T, end)
+        mask = (causal[None] & valid[:, None, :end]) | (slot[None, None, :] == start + torch.arange(T, device=idx.device)[None, :, None])
+        mask = mask[:, None]  # (B, 1, T, end)
+        x = F.embedding(idx, self.tok_emb.weight) + F.embedding(positions, self.pos_emb.weight)
+        for layer, block in enumerate(self.blocks):
+            h = block.attn_norm(x)
+            q, k, v = block.attn.qkv(h).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            y = F.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end], attn_mask=mask)
+            x = x + block.attn.proj(y.transpose(1, 2).reshape(B, T, H * D))
+            x = x + block.ffn(block.ffn_norm(x))
+        cache.length = end
         return self.head(self.norm(x))
 
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:

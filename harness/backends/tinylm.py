@@ -18,6 +18,7 @@ from harness.errors import UserError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
 from tinylm_ref import sampling
+from tinylm_ref.batch import generate_batch
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from tinylm_ref.config import PRESETS
 from tinylm_ref.model import LLM
@@ -59,6 +60,17 @@ class TinyLMModel:
                                     sampling_params.top_k, generator, self.eos_id)
         except ValueError as exc:  # prompt too long for the context
             raise UserError(f"model {self.info.name}: {exc}") from exc
+        return self._convert(out)
+
+    def generate_batch(self, prompts: list[list[int]], sampling_params: SamplingParams,
+                       generators: list[torch.Generator]) -> list[Generation]:
+        """Throughput mode: same seeds and (up to rounding) the same tokens as ``generate``."""
+        outs = generate_batch(self.model, prompts, sampling_params.max_new_tokens, sampling_params.temperature,
+                              sampling_params.top_k, generators, self.eos_id)
+        return [self._convert(out) for out in outs]
+
+    @staticmethod
+    def _convert(out: sampling.Generation) -> Generation:
         first = out.token_times_ns[0] if out.token_times_ns else (out.end_ns if out.eos_hit else None)
         return Generation(tokens=out.tokens, logprobs=out.logprobs, token_times_ns=out.token_times_ns,
                           start_ns=out.start_ns, end_ns=out.end_ns, eos_hit=out.eos_hit, stop_reason=out.stop_reason,

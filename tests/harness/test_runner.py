@@ -158,3 +158,36 @@ def test_two_runs_never_share_a_directory(tmp_path):
 
     paths = {new_run_dir(tmp_path, "s") for _ in range(20)}
     assert len(paths) == 20
+
+
+def test_batched_run_gives_the_batch_1_tokens_and_is_labelled(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path, n_prompts=5, samples=2, max_new=30)
+    harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "one", "--no-report", check=0)
+    harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "many", "--batch-size", 4, "--no-report", check=0)
+    assert ids_by_key(tmp_path / "many") == ids_by_key(tmp_path / "one")
+    batched = load_run(tmp_path / "many")
+    assert all(r["batched"] for r in batched.samples)
+    assert not any(r["batched"] for r in load_run(tmp_path / "one").samples)
+    throughput = batched.manifest["models"][0]["throughput"]
+    assert throughput["batch_size"] == 4 and throughput["tokens"] == sum(len(r["output_ids"]) for r in batched.samples)
+
+
+def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path, n_prompts=5, samples=2, max_new=20)
+    models = f"tinylm:random/2.5m,{tiny_checkpoint}"
+    harness("run", suite, "--models", models, "--out", tmp_path / "single", "--no-report", check=0)
+    for k in (1, 2, 3):
+        harness("run", suite, "--models", models, "--out", tmp_path / f"s{k}", "--shard", f"{k}/3", "--no-report", check=0)
+    sizes = [len(load_run(tmp_path / f"s{k}").samples) for k in (1, 2, 3)]
+    assert sum(sizes) == 20 and all(sizes)
+    incomplete = harness("merge", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "bad", check=2)
+    assert "do not cover 1..3" in incomplete.stderr
+    harness("merge", tmp_path / "s1", tmp_path / "s2", tmp_path / "s3", "-o", tmp_path / "merged", check=0)
+    merged, single = load_run(tmp_path / "merged"), load_run(tmp_path / "single")
+    assert ids_by_key(tmp_path / "merged") == ids_by_key(tmp_path / "single")
+    assert [(r["model"], r["prompt_id"], r["sample_index"]) for r in merged.samples] == \
+           [(r["model"], r["prompt_id"], r["sample_index"]) for r in single.samples]
+    merged_summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    single_summary = json.loads((tmp_path / "single" / "summary.json").read_text())
+    for metric in ("perplexity", "repetition_rate", "tokens_generated"):
+        assert merged_summary["metrics"][metric]["models"] == single_summary["metrics"][metric]["models"]
