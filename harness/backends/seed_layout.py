@@ -277,23 +277,33 @@ def strip_wrappers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 
 def suggest_key_map(missing: list[str], unexpected: list[str]) -> dict[str, str]:
-    """Prefix renames that would turn unexpected keys into missing ones (longest common dotted suffix)."""
-    votes: Counter[tuple[str, str]] = Counter()
-    for old in unexpected:
-        old_parts = old.split(".")
-        for new in missing:
-            new_parts = new.split(".")
-            n = 0
-            while n < min(len(old_parts), len(new_parts)) and old_parts[-1 - n] == new_parts[-1 - n]:
-                n += 1
-            if 0 < n < len(old_parts) and n < len(new_parts):
-                votes[(".".join(old_parts[:-n]) + ".", ".".join(new_parts[:-n]) + ".")] += 1
+    """Prefix renames that turn unexpected keys into missing ones, chosen greedily by how many keys each fixes.
+
+    Each (unexpected, missing) pair votes for the rename of everything before their longest common
+    dotted suffix (``layers.0.attn.qkv.weight`` / ``blocks.0.attn.qkv.weight`` vote ``layers.`` -> ``blocks.``).
+    """
+    todo_old, todo_new = set(unexpected), set(missing)
     suggestion: dict[str, str] = {}
-    for (old, new), _count in votes.most_common():
-        if old not in suggestion and new not in suggestion.values():
-            suggestion[old] = new
-        if len(suggestion) == 3:
+    while todo_old and len(suggestion) < 3:
+        votes: Counter[tuple[str, str]] = Counter()
+        for old in sorted(todo_old):  # sorted: ties break the same way every run
+            old_parts = old.split(".")
+            for new in sorted(todo_new):
+                new_parts = new.split(".")
+                n = 0
+                while n < min(len(old_parts), len(new_parts)) and old_parts[-1 - n] == new_parts[-1 - n]:
+                    n += 1
+                if 0 < n < len(old_parts) and n < len(new_parts):
+                    votes[(".".join(old_parts[:-n]) + ".", ".".join(new_parts[:-n]) + ".")] += 1
+        if not votes:
             break
+        (old_prefix, new_prefix), _ = votes.most_common(1)[0]
+        fixed = {k for k in todo_old if k.startswith(old_prefix) and new_prefix + k[len(old_prefix):] in todo_new}
+        if not fixed:
+            break
+        suggestion[old_prefix] = new_prefix
+        todo_old -= fixed
+        todo_new -= {new_prefix + k[len(old_prefix):] for k in fixed}
     return suggestion
 
 
