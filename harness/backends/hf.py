@@ -249,10 +249,13 @@ def _check_code(snapshot: Path, spec: str, trust_remote_code: bool) -> dict[str,
 
 def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -> HFModel:
     """Load a snapshot directory with the Auto classes; every failure is a one-line UserError."""
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.backends.hf_tinylm_arch import register_auto_classes
+        from harness.backends.hf_tinylm_arch import register_auto_classes
+    except ImportError as exc:
+        raise UserError(f"model {spec}: the hf backend needs transformers ({exc}); pip install 'tinylm-harness[hf]'") from exc
 
     register_auto_classes()
     transformers.utils.logging.disable_progress_bar()

@@ -28,6 +28,8 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 MODEL_TYPE = "tinylm_ref"
+# transformers 5 renamed the output's ``past_key_values`` to ``cache`` (the old name still works, with a warning).
+_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
 
 
 class TinyLMRefConfig(PretrainedConfig):
@@ -175,7 +177,7 @@ class TinyLMRefForCausalLM(TinyLMRefPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:, :]
         weight = self.model.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(hidden, weight)
-        return CausalLMOutputWithPast(logits=logits, past_key_values=cache if use_cache or cache is not None else None)
+        return CausalLMOutputWithPast(logits=logits, **{_CACHE_FIELD: cache if use_cache or cache is not None else None})
 
 
 def register_auto_classes() -> None:

@@ -218,3 +218,21 @@ def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
     assert any(r["metrics"].get("judge_bpb") for r in by_model[tied].values())
     infos = {m["info"]["spec"]: m["info"] for m in run.manifest["models"]}
     assert infos[tied]["revision"] == COMMIT and infos[tied]["backend"] == "hf"
+
+
+def test_export_loads_in_plain_transformers_with_remote_code(pairs, tmp_path):
+    """Outside the harness (no in-process registration) the export's own modeling file is used."""
+    ref, hf = load_both(pairs, "tied")
+    ids = ref.encode("Once upon a time")
+    snapshot = hf.info.extra["snapshot"]
+    code = ("import json, sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({snapshot!r}, trust_remote_code=True, local_files_only=True)\n"
+            f"x = torch.tensor([{ids!r}])\n"
+            "lp = torch.log_softmax(m(x[:, :-1]).logits[0].float(), -1)\n"
+            "print(type(m).__module__); print(json.dumps((-lp.gather(1, x[0, 1:, None])[:, 0]).tolist()))\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    module, nll = result.stdout.strip().splitlines()[-2:]
+    assert module.startswith("transformers_modules.") and module.endswith("modeling_tinylm_ref")
+    assert json.loads(nll) == pytest.approx(ref.score(ids), abs=1e-5)
