@@ -9,5 +9,13 @@ from harness.report.markup import esc, esc_plotly
 from harness.report.render import render_html, write_report
 from harness.report.sections import ReportSection, collect_sections
 
-__all__ = ["ReportContext", "ReportSection", "Series", "collect_sections", "esc", "esc_plotly", "render_html",
-           "write_report"]
+__all__ = [
+    "ReportContext",
+    "ReportSection",
+    "Series",
+    "collect_sections",
+    "esc",
+    "esc_plotly",
+    "render_html",
+    "write_report",
+]

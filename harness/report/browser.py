@@ -24,25 +24,49 @@ def browser_data(ctx: ReportContext) -> dict[str, Any]:
             pid = str(sample.get("prompt_id"))
             if pid not in index:
                 index[pid] = len(prompts)
-                prompts.append({"id": pid, "category": str(sample.get("category") or ""),
-                                "text": str(sample.get("prompt_text") or "")})
+                prompts.append(
+                    {
+                        "id": pid,
+                        "category": str(sample.get("category") or ""),
+                        "text": str(sample.get("prompt_text") or ""),
+                    }
+                )
     columns = []
     cells: list[list[list[dict[str, Any]]]] = [[] for _ in prompts]
     for series in ctx.series:
         for model in series.models:
-            columns.append({"label": series.trace_name(model), "model": model, "color": ctx.color(model),
-                            "batched": series.batched})
+            columns.append(
+                {
+                    "label": series.trace_name(model),
+                    "model": model,
+                    "color": ctx.color(model),
+                    "batched": series.batched,
+                }
+            )
             per_prompt: list[list[dict[str, Any]]] = [[] for _ in prompts]
             for s in series.model_samples(model):
-                per_prompt[index[str(s.get("prompt_id"))]].append({
-                    "i": s.get("sample_index"), "out": str(s.get("output_text") or ""),
-                    "stop": s.get("stop_reason"), "eos": s.get("eos_hit"), "flags": s.get("flags") or [],
-                    "m": {k: finite(v) for k, v in s.get("metrics", {}).items()},
-                    "err": s.get("metric_errors") or {}})
+                per_prompt[index[str(s.get("prompt_id"))]].append(
+                    {
+                        "i": s.get("sample_index"),
+                        "out": str(s.get("output_text") or ""),
+                        "stop": s.get("stop_reason"),
+                        "eos": s.get("eos_hit"),
+                        "flags": s.get("flags") or [],
+                        "m": {k: finite(v) for k, v in s.get("metrics", {}).items()},
+                        "err": s.get("metric_errors") or {},
+                    }
+                )
             for i, samples in enumerate(per_prompt):
                 cells[i].append(sorted(samples, key=lambda r: r["i"] if isinstance(r["i"], int) else 0))
-    metrics = [{"name": m, "label": metric_label(m, ctx.metrics[m]), "percent": is_percent(ctx.metrics[m]),
-                "hib": ctx.metrics[m].get("higher_is_better")} for m in ctx.sample_metrics()]
+    metrics = [
+        {
+            "name": m,
+            "label": metric_label(m, ctx.metrics[m]),
+            "percent": is_percent(ctx.metrics[m]),
+            "hib": ctx.metrics[m].get("higher_is_better"),
+        }
+        for m in ctx.sample_metrics()
+    ]
     return {"prompts": prompts, "columns": columns, "metrics": metrics, "cells": cells}
 
 
@@ -59,5 +83,5 @@ def browser_section(ctx: ReportContext) -> str:
         '<div class="prompt-box"><div id="browser-prompt-meta" class="sub"></div><pre id="browser-prompt"></pre></div>'
         '<div id="browser-columns" class="columns"></div>'
         f'<noscript><p class="note">The sample browser needs JavaScript; {len(data["prompts"])} prompts are in the '
-        f"embedded data block {esc(BROWSER_DATA_ID)}.</p></noscript></div>"
-        + json_block(BROWSER_DATA_ID, data))
+        f"embedded data block {esc(BROWSER_DATA_ID)}.</p></noscript></div>" + json_block(BROWSER_DATA_ID, data)
+    )

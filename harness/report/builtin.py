@@ -18,23 +18,40 @@ KEY_PACKAGES = ("torch", "tinylm-harness", "tokenizers", "transformers", "numpy"
 
 
 def _dl(items: list[tuple[str, Any]]) -> str:
-    return '<dl class="meta">' + "".join(
-        f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items if v not in (None, "", [])) + "</dl>"
+    return (
+        '<dl class="meta">'
+        + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items if v not in (None, "", []))
+        + "</dl>"
+    )
 
 
 def _short(sha: Any) -> str:
     return esc(str(sha)[:12]) if sha else ""
 
 
+def _throughput(tp: Any) -> str:
+    if not isinstance(tp, dict) or not isinstance(tp.get("tokens_per_s"), (int, float)):
+        return ""
+    return f"{tp['tokens_per_s']:.1f} tokens/s overall at batch size {esc(tp.get('batch_size', 1))}"
+
+
 def _models(run: Run) -> str:
     rows = []
     for m in run.manifest.get("models", []):
         info = m.get("info") or {}
-        bits = [esc(m.get("spec", "")), esc(fmt_params(info.get("parameters"))),
-                f"weights {_short(info.get('weights_sha256'))}" if info.get("weights_sha256") else "",
-                f"{m['wall_s']:.1f} s" if isinstance(m.get("wall_s"), (int, float)) else ""]
+        bits = [
+            esc(m.get("spec", "")),
+            esc(fmt_params(info.get("parameters"))),
+            f"weights {_short(info.get('weights_sha256'))}" if info.get("weights_sha256") else "",
+            f"{m['wall_s']:.1f} s" if isinstance(m.get("wall_s"), (int, float)) else "",
+            _throughput(m.get("throughput")),
+        ]
         status = m.get("status", "?")
-        flag = "" if status == "ok" else f' <span class="warn">{esc(status)}{": " + esc(m.get("error")) if m.get("error") else ""}</span>'
+        flag = (
+            ""
+            if status == "ok"
+            else f' <span class="warn">{esc(status)}{": " + esc(m.get("error")) if m.get("error") else ""}</span>'
+        )
         rows.append(f"<li><b>{esc(m.get('name'))}</b> — {' · '.join(b for b in bits if b)}{flag}</li>")
     return "<ul>" + "".join(rows) + "</ul>" if rows else "none"
 
@@ -47,29 +64,62 @@ def _packages(env: dict[str, Any]) -> str:
     return ", ".join(key) + more
 
 
+def _cpu(env: dict[str, Any]) -> str:
+    parts = [env.get("cpu"), f"{env['cpu_count']} cores" if env.get("cpu_count") else None, env.get("gpu")]
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _commit(env: dict[str, Any]) -> str:
+    """``git_commit`` (docs/run-directory.md) or ``git: {commit, dirty}`` (what the runner writes)."""
+    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    commit = env.get("git_commit") or git.get("commit")
+    if not commit:
+        return "unknown"
+    return esc(commit) + (" <span class='warn'>uncommitted changes</span>" if git.get("dirty") else "")
+
+
 def run_header(run: Run, index: int | None) -> str:
     """One run's provenance: the manifest fields a reader needs to trust (or doubt) the numbers."""
     man, env = run.manifest, run.manifest.get("environment") or {}
     suite = man.get("suite") or {}
     sampling = suite.get("sampling") or {}
     status = man.get("status", "?")
-    warn = "" if status == "complete" else (
-        f'<p class="warn">Run status: {esc(status)} — results are partial; finish it with '
-        "<code>harness run --resume</code>.</p>")
+    warn = (
+        ""
+        if status == "complete"
+        else (
+            f'<p class="warn">Run status: {esc(status)} — results are partial; finish it with '
+            "<code>harness run --resume</code>.</p>"
+        )
+    )
     samples = len(run.samples)
     items = [
-        ("run", f"{esc(run_label(run))} <span class='sub'>{esc(man.get('run_id', ''))}</span>"),
+        (
+            "run",
+            esc(run_label(run))
+            + (
+                f" <span class='sub'>run id {esc(man.get('run_id'))}</span>"
+                if man.get("run_id") not in (None, run_label(run))
+                else ""
+            ),
+        ),
         ("status", esc(status)),
-        ("suite", f"{esc(suite.get('name'))} · {esc(suite.get('n_prompts'))} prompts × "
-                  f"{esc(suite.get('samples_per_prompt'))} sample(s) · sha256 {_short(suite.get('sha256'))}"),
+        (
+            "suite",
+            f"{esc(suite.get('name'))} · {esc(suite.get('n_prompts'))} prompts × "
+            f"{esc(suite.get('samples_per_prompt'))} sample(s) · sha256 {_short(suite.get('sha256'))}",
+        ),
         ("sampling", esc(", ".join(f"{k} {v}" for k, v in sampling.items()))),
         ("samples", f"{samples}" + (" (batched)" if any(s.get("batched") for s in run.samples) else "")),
         ("models", _models(run)),
         ("date", f"{esc(man.get('created_at'))} → {esc(man.get('finished_at') or 'not finished')}"),
-        ("machine", f"{esc(env.get('platform'))}<span class='sub'>{esc(env.get('cpu'))}</span>"),
-        ("device", esc(env.get("device"))), ("threads", esc(env.get("threads"))),
-        ("batch size", esc(man.get("batch_size", 1))), ("python", esc(env.get("python"))),
-        ("packages", _packages(env)), ("commit", esc(env.get("git_commit") or "unknown")),
+        ("machine", f"{esc(env.get('platform'))}<span class='sub'>{esc(_cpu(env))}</span>"),
+        ("device", esc(env.get("device"))),
+        ("threads", esc(env.get("threads"))),
+        ("batch size", esc(man.get("batch_size", 1))),
+        ("python", esc(env.get("python"))),
+        ("packages", _packages(env)),
+        ("commit", _commit(env)),
         ("command", f"<code>{esc(' '.join(map(str, man.get('command') or [])))}</code>"),
     ]
     title = f"<h3>Run {index + 1}{' (baseline)' if index == 0 else ''}</h3>" if index is not None else ""

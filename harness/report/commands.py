@@ -38,9 +38,15 @@ def add_commands(app: typer.Typer, sections_provider: SectionsProvider = registr
 
     @app.command("report")
     def report(
-        run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by 'harness run'; the first is the baseline.")],
-        out: Annotated[Optional[Path], typer.Option("-o", "--out", help="HTML file to write (default: reports/<run>.html).")] = None,
-        plugins_dir: Annotated[Optional[Path], typer.Option("--plugins-dir", help="Also load plugins from *.py files here.")] = None,
+        run_dirs: Annotated[
+            list[Path], typer.Argument(help="Run directories written by 'harness run'; the first is the baseline.")
+        ],
+        out: Annotated[
+            Optional[Path], typer.Option("-o", "--out", help="HTML file to write (default: reports/<run>.html).")
+        ] = None,
+        plugins_dir: Annotated[
+            Optional[Path], typer.Option("--plugins-dir", help="Also load plugins from *.py files here.")
+        ] = None,
     ) -> None:
         """Write one self-contained HTML report (Table 2, scatter plots, distributions, sample browser;
         a comparison view when given two or more runs of one suite)."""

@@ -132,8 +132,10 @@ def compare_runs(baseline: Run, candidate: Run, metrics: dict[str, dict[str, Any
     paired = b_prompts is not None and b_prompts == (c_suite.get("prompts_sha256") or c_suite.get("sha256"))
     comp = Comparison(baseline=baseline, candidate=candidate, paired=paired)
     if not paired:
-        comp.notes.append("The runs used different prompts (prompts_sha256 differs): samples are not paired, "
-                          "Mann-Whitney U compares the distributions.")
+        comp.notes.append(
+            "The runs used different prompts (prompts_sha256 differs): samples are not paired, "
+            "Mann-Whitney U compares the distributions."
+        )
     models = [m for m in baseline.models if m in candidate.models]
     for name in [m for m in candidate.models if m not in baseline.models]:
         comp.notes.append(f"Model {name!r} is not in the baseline run: not compared.")
@@ -141,8 +143,12 @@ def compare_runs(baseline: Run, candidate: Run, metrics: dict[str, dict[str, Any
         meta = metrics[metric]
         for model in models:
             if meta.get("level") == "model":
-                b = [finite(r.get("metrics", {}).get(metric)) for r in baseline.model_metrics if r.get("model") == model]
-                c = [finite(r.get("metrics", {}).get(metric)) for r in candidate.model_metrics if r.get("model") == model]
+                b = [
+                    finite(r.get("metrics", {}).get(metric)) for r in baseline.model_metrics if r.get("model") == model
+                ]
+                c = [
+                    finite(r.get("metrics", {}).get(metric)) for r in candidate.model_metrics if r.get("model") == model
+                ]
                 if b or c:
                     d = Delta(metric, model, b[0] if b else None, c[0] if c else None, "none", 1)
                     d.verdict = "identical" if d.delta == 0 else "one value per run: no test"
@@ -152,7 +158,9 @@ def compare_runs(baseline: Run, candidate: Run, metrics: dict[str, dict[str, Any
             if not base and not cand:
                 continue
             if meta.get("kind") == "timing" and {v[1] for v in base.values()} != {v[1] for v in cand.values()}:
-                comp.notes.append(f"{metric} of {model!r}: one run is batched and the other is not; timings not compared.")
+                comp.notes.append(
+                    f"{metric} of {model!r}: one run is batched and the other is not; timings not compared."
+                )
                 continue
             test, n, p, bm, cm = _test(base, cand, paired)
             comp.deltas.append(Delta(metric, model, bm, cm, test, n, p, verdict="no data" if test == "none" else ""))
@@ -182,16 +190,20 @@ def comparisons(ctx: ReportContext) -> tuple[list[Comparison], list[str]]:
 def _cell(d: Delta | None, meta: dict[str, Any]) -> str:
     if d is None:
         return "<td>–</td>"
-    rel = f" ({d.relative:+.1%})" if d.relative is not None and meta.get("unit") != "%" else ""
+    rel = f" ({d.relative:+.1%})" if d.relative and meta.get("unit") != "%" else ""
     p = f"p={d.p_holm:.3g}" if d.p_holm is not None else ""
     timing = " · timing: indicative" if meta.get("kind") == "timing" and d.test in ("wilcoxon", "mann-whitney") else ""
-    title = (f"baseline {fmt_metric(d.baseline, meta)} → candidate {fmt_metric(d.candidate, meta)}; {d.test}, "
-             f"n = {d.n}; Holm-adjusted p = {p or 'n/a'}")
+    title = (
+        f"baseline {fmt_metric(d.baseline, meta)} → candidate {fmt_metric(d.candidate, meta)}; {d.test}, "
+        f"n = {d.n}; Holm-adjusted p = {p or 'n/a'}"
+    )
     klass = d.verdict.replace(" ", "-").replace(":", "")
-    return (f'<td class="{esc(klass)}" data-model="{esc(d.model)}" data-verdict="{esc(d.verdict)}" title="{esc(title)}">'
-            f'<span class="mean">{esc(fmt_signed(d.delta, meta))}{esc(rel)}</span>'
-            f'<span class="ci">{esc(fmt_metric(d.baseline, meta))} → {esc(fmt_metric(d.candidate, meta))}</span>'
-            f'<span class="sub">{esc(d.verdict)}{esc(" · " + p if p else "")}{esc(timing)}</span></td>')
+    return (
+        f'<td class="{esc(klass)}" data-model="{esc(d.model)}" data-verdict="{esc(d.verdict)}" title="{esc(title)}">'
+        f'<span class="mean">{esc(fmt_signed(d.delta, meta))}{esc(rel)}</span>'
+        f'<span class="ci">{esc(fmt_metric(d.baseline, meta))} → {esc(fmt_metric(d.candidate, meta))}</span>'
+        f'<span class="sub">{esc(d.verdict)}{esc(" · " + p if p else "")}{esc(timing)}</span></td>'
+    )
 
 
 def comparison_table(comp: Comparison, ctx: ReportContext) -> str:
@@ -200,15 +212,20 @@ def comparison_table(comp: Comparison, ctx: ReportContext) -> str:
     rows = []
     for metric in dict.fromkeys(d.metric for d in comp.deltas):
         meta = ctx.metrics[metric]
-        rows.append(f'<tr data-metric="{esc(metric)}"><th scope="row">{esc(metric_label(metric, meta))}</th>'
-                    + "".join(_cell(cells.get((metric, m)), meta) for m in models) + "</tr>")
+        rows.append(
+            f'<tr data-metric="{esc(metric)}"><th scope="row">{esc(metric_label(metric, meta))}</th>'
+            + "".join(_cell(cells.get((metric, m)), meta) for m in models)
+            + "</tr>"
+        )
     heads = "".join(f'<th data-model="{esc(m)}">{esc(m)}</th>' for m in models)
     how = "paired Wilcoxon signed-rank" if comp.paired else "Mann-Whitney U (unpaired)"
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in comp.notes)
-    return (f'<h3>{esc(run_label(comp.candidate))} vs baseline {esc(run_label(comp.baseline))}</h3>{notes}'
-            f'<table class="summary compare" data-candidate="{esc(run_label(comp.candidate))}"><caption>'
-            f"Candidate − baseline (mean); {esc(how)}, Holm-adjusted, α = {ALPHA}.</caption>"
-            f"<thead><tr><th>Metric</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f"<h3>{esc(run_label(comp.candidate))} vs baseline {esc(run_label(comp.baseline))}</h3>{notes}"
+        f'<table class="summary compare" data-candidate="{esc(run_label(comp.candidate))}"><caption>'
+        f"Candidate − baseline (mean); {esc(how)}, Holm-adjusted, α = {ALPHA}.</caption>"
+        f"<thead><tr><th>Metric</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def comparison_section(ctx: ReportContext) -> str:
@@ -216,8 +233,13 @@ def comparison_section(ctx: ReportContext) -> str:
     comps, notes = comparisons(ctx)
     if not comps and not notes:
         return ""
-    intro = ("<p>The first run is the baseline. Green = improved, red = regressed, by each metric's direction; "
-             "significance is per sample, so for timing metrics (which vary by run) treat it as indicative and use "
-             "<code>harness gate</code> with several rounds to decide.</p>")
-    return intro + "".join(f'<p class="note">{esc(n)}</p>' for n in notes) + "".join(
-        comparison_table(c, ctx) for c in comps)
+    intro = (
+        "<p>The first run is the baseline. Green = improved, red = regressed, by each metric's direction; "
+        "significance is per sample, so for timing metrics (which vary by run) treat it as indicative and use "
+        "<code>harness gate</code> with several rounds to decide.</p>"
+    )
+    return (
+        intro
+        + "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+        + "".join(comparison_table(c, ctx) for c in comps)
+    )

@@ -22,14 +22,30 @@ from harness.report.markup import json_block, slug
 from harness.rundir import Run
 
 # The seed's Table 2 rows, in its order; other metrics follow in the order the run registered them.
-SEED_ORDER = ["ttft_ms", "tps", "latency_ms", "tokens_generated", "perplexity", "avg_token_prob",
-              "repetition_rate", "coherence_length", "vocab_diversity"]
+SEED_ORDER = [
+    "ttft_ms",
+    "tps",
+    "latency_ms",
+    "tokens_generated",
+    "perplexity",
+    "avg_token_prob",
+    "repetition_rate",
+    "coherence_length",
+    "vocab_diversity",
+]
 
 # Labels as the seed's Table 2 prints them; any other metric is labelled by its name and unit.
-SEED_LABELS = {"ttft_ms": "TTFT (ms)", "tps": "TPS (tokens/sec)", "latency_ms": "Total Latency (ms)",
-               "tokens_generated": "Tokens Generated (avg)", "perplexity": "Perplexity",
-               "avg_token_prob": "Avg Token Probability", "repetition_rate": "Repetition Rate",
-               "coherence_length": "Coherence Length", "vocab_diversity": "Vocab Diversity"}
+SEED_LABELS = {
+    "ttft_ms": "TTFT (ms)",
+    "tps": "TPS (tokens/sec)",
+    "latency_ms": "Total Latency (ms)",
+    "tokens_generated": "Tokens Generated (avg)",
+    "perplexity": "Perplexity",
+    "avg_token_prob": "Avg Token Probability",
+    "repetition_rate": "Repetition Rate",
+    "coherence_length": "Coherence Length",
+    "vocab_diversity": "Vocab Diversity",
+}
 
 TEMPLATE = "plotly_white"
 
@@ -97,10 +113,16 @@ class Series:
     def values(self, metric: str, model: str, level: str = "sample") -> list[float | None]:
         """Values of a metric for one model: per sample, or the model-level record(s) of the run."""
         if level == "model":
-            return [finite(r.get("metrics", {}).get(metric)) for r in self.run.model_metrics
-                    if r.get("model") == model and metric in r.get("metrics", {})]
-        return [finite(s.get("metrics", {}).get(metric)) for s in self.model_samples(model)
-                if metric in s.get("metrics", {})]
+            return [
+                finite(r.get("metrics", {}).get(metric))
+                for r in self.run.model_metrics
+                if r.get("model") == model and metric in r.get("metrics", {})
+            ]
+        return [
+            finite(s.get("metrics", {}).get(metric))
+            for s in self.model_samples(model)
+            if metric in s.get("metrics", {})
+        ]
 
 
 @dataclass
@@ -148,7 +170,8 @@ class ReportContext:
         if layout.get("template") == default_template_json():
             del layout["template"]  # the page applies it once instead of repeating 7 kB per figure
         return f'<div class="plot" id="{fig_id}" data-spec="{fig_id}-spec"></div>' + json_block(
-            f"{fig_id}-spec", {"data": spec.get("data", []), "layout": layout})
+            f"{fig_id}-spec", {"data": spec.get("data", []), "layout": layout}
+        )
 
     @property
     def figure_ids(self) -> list[str]:
@@ -157,8 +180,16 @@ class ReportContext:
 
 def _series_of(run: Run, index: int, label: str) -> list[Series]:
     flags = sorted({bool(s.get("batched", False)) for s in run.samples}) or [False]
-    return [Series(run=run, run_index=index, batched=flag, run_label=label,
-                   samples=[s for s in run.samples if bool(s.get("batched", False)) == flag]) for flag in flags]
+    return [
+        Series(
+            run=run,
+            run_index=index,
+            batched=flag,
+            run_label=label,
+            samples=[s for s in run.samples if bool(s.get("batched", False)) == flag],
+        )
+        for flag in flags
+    ]
 
 
 def _merged_metrics(runs: Iterable[Run]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -169,12 +200,28 @@ def _merged_metrics(runs: Iterable[Run]) -> tuple[dict[str, dict[str, Any]], lis
             merged.setdefault(name, dict(meta))
         for record in run.samples:
             for name in record.get("metrics", {}):
-                merged.setdefault(name, {"unit": "", "higher_is_better": None, "level": "sample", "kind": "quality",
-                                         "description": "not described in metrics.json"})
+                merged.setdefault(
+                    name,
+                    {
+                        "unit": "",
+                        "higher_is_better": None,
+                        "level": "sample",
+                        "kind": "quality",
+                        "description": "not described in metrics.json",
+                    },
+                )
         for record in run.model_metrics:
             for name in record.get("metrics", {}):
-                merged.setdefault(name, {"unit": "", "higher_is_better": None, "level": "model", "kind": "quality",
-                                         "description": "not described in metrics.json"})
+                merged.setdefault(
+                    name,
+                    {
+                        "unit": "",
+                        "higher_is_better": None,
+                        "level": "model",
+                        "kind": "quality",
+                        "description": "not described in metrics.json",
+                    },
+                )
     order = [m for m in SEED_ORDER if m in merged] + [m for m in merged if m not in SEED_ORDER]
     return merged, order
 
@@ -187,7 +234,9 @@ def run_label(run: Run) -> str:
 def build_context(runs: list[Run]) -> ReportContext:
     """Split runs into series and fix one colour per model for every figure of the report."""
     multi = len(runs) > 1
-    series = [s for i, run in enumerate(runs) for s in _series_of(run, i, f"#{i + 1} {run_label(run)}" if multi else "")]
+    series = [
+        s for i, run in enumerate(runs) for s in _series_of(run, i, f"#{i + 1} {run_label(run)}" if multi else "")
+    ]
     metrics, order = _merged_metrics(runs)
     models = list(dict.fromkeys(m for s in series for m in [*s.run.models, *s.models]))
     colors = {model: PALETTE[i % len(PALETTE)] for i, model in enumerate(models)}

@@ -30,7 +30,9 @@ class ScatterSpec:
 SEED_SCATTERS = [
     ScatterSpec("tokens-vs-coherence", "tokens_generated", "coherence_length", "Tokens generated vs coherence length"),
     ScatterSpec("tokens-vs-repetition", "tokens_generated", "repetition_rate", "Tokens generated vs repetition rate"),
-    ScatterSpec("tokens-vs-diversity", "tokens_generated", "vocab_diversity", "Tokens generated vs vocabulary diversity"),
+    ScatterSpec(
+        "tokens-vs-diversity", "tokens_generated", "vocab_diversity", "Tokens generated vs vocabulary diversity"
+    ),
     ScatterSpec("tps-vs-latency", "tps", "latency_ms", "TPS vs total latency"),
 ]
 
@@ -38,7 +40,7 @@ SEED_SCATTERS = [
 def axis_title(ctx: ReportContext, metric: str) -> str:
     """Axis label with the display unit (percent metrics are plotted ×100)."""
     meta = ctx.metrics.get(metric, {})
-    label = metric_label(metric, meta)
+    label = metric_label(metric, meta).replace(" (avg)", "")  # an axis shows samples, not the average
     if meta.get("unit") == "%" and "%" not in label:
         label += " (%)"
     return esc_plotly(label)
@@ -49,19 +51,30 @@ def hover_text(sample: dict[str, Any]) -> str:
     output = " ".join(str(sample.get("output_text", "")).split())
     if len(output) > HOVER_OUTPUT_CHARS:
         output = output[:HOVER_OUTPUT_CHARS] + "…"
-    return (f"<b>{esc_plotly(sample.get('prompt_id'))}</b> #{esc_plotly(sample.get('sample_index'))}"
-            f" · {esc_plotly(sample.get('category'))}<br>{esc_plotly(output) or '(empty output)'}")
+    return (
+        f"<b>{esc_plotly(sample.get('prompt_id'))}</b> #{esc_plotly(sample.get('sample_index'))}"
+        f" · {esc_plotly(sample.get('category'))}<br>{esc_plotly(output) or '(empty output)'}"
+    )
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 420) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": esc_plotly(title)}, height=height,
-                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"title": {"text": "model"}},
-                      xaxis={"title": {"text": x_title}}, yaxis={"title": {"text": y_title}}, hovermode="closest")
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 460) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": esc_plotly(title)},
+        height=height,
+        margin={"l": 60, "r": 20, "t": 50, "b": 90},
+        # below the plot: legend names with run labels are long and would squeeze a side legend
+        legend={"orientation": "h", "yanchor": "top", "y": -0.16, "x": 0},
+        xaxis={"title": {"text": x_title}},
+        yaxis={"title": {"text": y_title}},
+        hovermode="closest",
+    )
     return fig
 
 
-def scatter_points(series: Series, model: str, x: str, y: str, x_scale: float = 1.0,
-                   y_scale: float = 1.0) -> tuple[list[float], list[float], list[str]]:
+def scatter_points(
+    series: Series, model: str, x: str, y: str, x_scale: float = 1.0, y_scale: float = 1.0
+) -> tuple[list[float], list[float], list[str]]:
     """(x, y, hover) of the samples that have both metrics; samples missing either are left out."""
     xs, ys, texts = [], [], []
     for sample in series.model_samples(model):
@@ -86,11 +99,24 @@ def scatter_figure(ctx: ReportContext, spec: ScatterSpec) -> tuple[go.Figure, in
             xs, ys, texts = scatter_points(series, model, spec.x, spec.y, x_scale, y_scale)
             omitted += len(series.model_samples(model)) - len(xs)
             name = esc_plotly(series.trace_name(model))
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, text=texts, mode="markers", name=name, legendgroup=name,
-                marker={"color": ctx.color(model), "symbol": ctx.symbol(series), "size": 7, "opacity": 0.7,
-                        "line": {"width": 0.5, "color": "white"}},
-                hovertemplate=f"%{{text}}<br>{x_title}: %{{x}}<br>{y_title}: %{{y}}<extra>{name}</extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    text=texts,
+                    mode="markers",
+                    name=name,
+                    legendgroup=name,
+                    marker={
+                        "color": ctx.color(model),
+                        "symbol": ctx.symbol(series),
+                        "size": 7,
+                        "opacity": 0.7,
+                        "line": {"width": 0.5, "color": "white"},
+                    },
+                    hovertemplate=f"%{{text}}<br>{x_title}: %{{x}}<br>{y_title}: %{{y}}<extra>{name}</extra>",
+                )
+            )
     return _layout(fig, spec.title, x_title, y_title), omitted
 
 
@@ -103,8 +129,16 @@ def distribution_figure(ctx: ReportContext, metric: str) -> go.Figure:
         for model in series.models:
             values = [v * scale for v in series.values(metric, model) if v is not None]
             name = esc_plotly(series.trace_name(model))
-            fig.add_trace(go.Box(y=values, name=name, boxmean=True, boxpoints="outliers",
-                                 marker={"color": ctx.color(model)}, line={"width": 1.5}))
+            fig.add_trace(
+                go.Box(
+                    y=values,
+                    name=name,
+                    boxmean=True,
+                    boxpoints="outliers",
+                    marker={"color": ctx.color(model)},
+                    line={"width": 1.5},
+                )
+            )
     direction = {True: " · higher is better", False: " · lower is better"}.get(meta.get("higher_is_better"), "")
     fig = _layout(fig, f"{metric_label(metric, meta)}{direction}", "", axis_title(ctx, metric), height=340)
     fig.update_layout(showlegend=False, margin={"l": 60, "r": 20, "t": 50, "b": 80})
@@ -117,17 +151,27 @@ def scatter_section(ctx: ReportContext) -> str:
     for spec in SEED_SCATTERS:
         missing = [m for m in (spec.x, spec.y) if m not in ctx.metrics]
         if missing:
-            parts.append(f'<div class="plot-missing" data-scatter="{spec.key}"><h3>{esc(spec.title)}</h3>'
-                         f'<p class="note">Not in this run: {esc(", ".join(missing))}.</p></div>')
+            parts.append(
+                f'<div class="plot-missing" data-scatter="{spec.key}"><h3>{esc(spec.title)}</h3>'
+                f'<p class="note">Not in this run: {esc(", ".join(missing))}.</p></div>'
+            )
             continue
         fig, omitted = scatter_figure(ctx, spec)
         note = f'<p class="note">{omitted} sample(s) without one of the values are not plotted.</p>' if omitted else ""
         parts.append(f'<div class="scatter" data-scatter="{spec.key}">{ctx.figure(fig, spec.key)}{note}</div>')
     batched = any(s.batched for s in ctx.series)
-    caution = ('<p class="note">Batched samples use their own marker symbol and legend entry; their latency is '
-               'throughput under batching, not comparable with batch-1 latency.</p>') if batched else ""
-    return ('<p>Every sample is one point, coloured by model; hover for the prompt, its category and the start '
-            f'of the output. Percent metrics are plotted ×100.</p>{caution}<div class="grid2">{"".join(parts)}</div>')
+    caution = (
+        (
+            '<p class="note">Batched samples use their own marker symbol and legend entry; their latency is '
+            "throughput under batching, not comparable with batch-1 latency.</p>"
+        )
+        if batched
+        else ""
+    )
+    return (
+        "<p>Every sample is one point, coloured by model; hover for the prompt, its category and the start "
+        f'of the output. Percent metrics are plotted ×100.</p>{caution}<div class="grid2">{"".join(parts)}</div>'
+    )
 
 
 def distribution_section(ctx: ReportContext) -> str:
@@ -135,8 +179,12 @@ def distribution_section(ctx: ReportContext) -> str:
     metrics = ctx.sample_metrics()
     if not metrics:
         return '<p class="note">No sample-level metric values in these runs.</p>'
-    figures = "".join(f'<div class="dist" data-metric="{esc(m)}">{ctx.figure(distribution_figure(ctx, m), "dist-" + m)}'
-                      "</div>" for m in metrics)
-    return ('<p>Distribution of every sample-level metric per model: box = quartiles, line = median, dashed = '
-            f'mean, dots = outliers. Missing values (for example ratios of an empty output) are left out.</p>'
-            f'<div class="grid2">{figures}</div>')
+    figures = "".join(
+        f'<div class="dist" data-metric="{esc(m)}">{ctx.figure(distribution_figure(ctx, m), "dist-" + m)}</div>'
+        for m in metrics
+    )
+    return (
+        "<p>Distribution of every sample-level metric per model: box = quartiles, line = median, dashed = "
+        f"mean, dots = outliers. Missing values (for example ratios of an empty output) are left out.</p>"
+        f'<div class="grid2">{figures}</div>'
+    )

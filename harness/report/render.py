@@ -44,8 +44,10 @@ def _sha256(script: str) -> str:
 def content_security_policy(scripts: Sequence[str]) -> str:
     """No network source; scripts only by hash (no event-handler attributes, no injected <script>)."""
     hashes = " ".join(_sha256(s) for s in scripts)
-    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src data: blob:; "
-            "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src data: blob:; "
+        "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'"
+    )
 
 
 def _version() -> str:
@@ -78,8 +80,9 @@ def render_html(runs: list[Run], sections_from_plugins: Sequence[ReportSection] 
     plugin_sections, problems = vet_plugin_sections(builtins, sections_from_plugins)
     for problem in problems:
         log.warning("%s", problem)
-    ordered = sorted([(s, False) for s in builtins] + [(s, True) for s in plugin_sections],
-                     key=lambda pair: pair[0].order)  # stable: equal orders keep registration order
+    ordered = sorted(
+        [(s, False) for s in builtins] + [(s, True) for s in plugin_sections], key=lambda pair: pair[0].order
+    )  # stable: equal orders keep registration order
     rendered = [(s, _render_section(s, ctx, plugin)) for s, plugin in ordered]
     rendered = [(s, body) for s, body in rendered if body]
     nav = "".join(f'<a href="#{esc(slug(s.name))}">{esc(s.title)}</a>' for s, _ in rendered)
@@ -88,7 +91,7 @@ def render_html(runs: list[Run], sections_from_plugins: Sequence[ReportSection] 
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     js = plotly_js()
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{esc(content_security_policy([js, APP_JS]))}">'
         '<meta name="referrer" content="no-referrer"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
@@ -98,7 +101,8 @@ def render_html(runs: list[Run], sections_from_plugins: Sequence[ReportSection] 
         + f'<p class="note">Written by tinylm-harness {esc(_version())} on {esc(now)}. Self-contained: no network '
         "requests; all text from runs is escaped.</p></main>\n"
         + json_block("plotly-template", default_template_json())
-        + f"\n<script>{js}</script>\n<script>{APP_JS}</script>\n</body></html>\n")
+        + f"\n<script>{js}</script>\n<script>{APP_JS}</script>\n</body></html>\n"
+    )
 
 
 def write_report(run_dirs: list[Path], out: Path, sections_from_plugins: Sequence[ReportSection] = ()) -> Path:

@@ -53,7 +53,9 @@ class ReportSection:
             raise TypeError(f"report section {self.name!r}: render must be callable, got {type(self.render).__name__}")
 
 
-def vet_plugin_sections(builtins: Sequence[ReportSection], plugin_sections: Sequence[Any]) -> tuple[list[ReportSection], list[str]]:
+def vet_plugin_sections(
+    builtins: Sequence[ReportSection], plugin_sections: Sequence[Any]
+) -> tuple[list[ReportSection], list[str]]:
     """Plugin sections that can be rendered, and one message per section that cannot.
 
     A report written at the end of ``harness run`` must not be lost to one plugin's mistake, so a
@@ -64,12 +66,16 @@ def vet_plugin_sections(builtins: Sequence[ReportSection], plugin_sections: Sequ
     problems: list[str] = []
     for section in plugin_sections:
         if not isinstance(section, ReportSection):
-            problems.append(f"a plugin registered {type(section).__name__} {section!r:.60}, not a harness.report.ReportSection; "
-                            "it is left out")
+            problems.append(
+                f"a plugin registered {type(section).__name__} {section!r:.60}, not a harness.report.ReportSection; "
+                "it is left out"
+            )
             continue
         if section.name in taken:
-            problems.append(f"report section {section.name!r} ({section.title!r}) has the name of {taken[section.name]!r}; "
-                            "it is left out: rename it in its register_report_sections hook")
+            problems.append(
+                f"report section {section.name!r} ({section.title!r}) has the name of {taken[section.name]!r}; "
+                "it is left out: rename it in its register_report_sections hook"
+            )
             continue
         taken[section.name] = section.title
         kept.append(section)
@@ -89,8 +95,10 @@ def collect_sections(pm: pluggy.PluginManager) -> list[ReportSection]:
 
         def register(section: Any, _plugin: str = plugin) -> None:
             if not isinstance(section, ReportSection):
-                raise UserError(f"plugin {_plugin!r}: register_report_sections got {type(section).__name__}; "
-                                "pass a harness.report.ReportSection")
+                raise UserError(
+                    f"plugin {_plugin!r}: register_report_sections got {type(section).__name__}; "
+                    "pass a harness.report.ReportSection"
+                )
             for owner, existing in collected:
                 if existing.name == section.name:
                     raise UserError(f"report section {section.name!r} is registered by both {owner!r} and {_plugin!r}")

@@ -11,8 +11,7 @@ from harness.report.context import SEED_LABELS, SEED_ORDER, ReportContext
 from harness.report.markup import esc, fmt_metric
 
 SEED_SUITE = "tinystories"
-SEED_SOURCE = ("Abhishek Dey, “Tiny Models Under the Microscope” (blog post, June 2026), Table 2: "
-               "Performance Benchmarks")
+SEED_SOURCE = "Abhishek Dey, “Tiny Models Under the Microscope” (blog post, June 2026), Table 2: Performance Benchmarks"
 SEED_HARDWARE = "NVIDIA L4 GPU (24 GB)"
 SEED_MODELS = ["10M", "7M", "5M", "2.5M"]
 
@@ -52,10 +51,16 @@ def seed_table(ctx: ReportContext | None = None) -> str:
     heads = "".join(f"<th>{esc(m)}</th>" for m in SEED_MODELS)
     rows = "".join(
         f'<tr data-metric="{metric}"><td class="num">{i}</td><th scope="row">{esc(SEED_LABELS[metric])}</th>'
-        + "".join(f"<td>{esc(_seed_fmt(metric, v))}</td>" for v in SEED_TABLE2[metric]) + "</tr>"
-        for i, metric in enumerate(SEED_ORDER, 1))
-    caption = (f"The seed's published figures, not measured here: {esc(SEED_SOURCE)}; {esc(SEED_HARDWARE)}, "
-               "100 samples per model, temperature 0.8, top-k 50, max 256 tokens. Its timings come from a GPU and "
-               "its perplexities from different tokenizers, so compare shapes, not digits.")
-    return (f'<table class="summary seed" data-seed="true"><caption>{caption}</caption>'
-            f"<thead><tr><th>#</th><th>Metric</th>{heads}</tr></thead><tbody>{rows}</tbody></table>")
+        + "".join(f"<td>{esc(_seed_fmt(metric, v))}</td>" for v in SEED_TABLE2[metric])
+        + "</tr>"
+        for i, metric in enumerate(SEED_ORDER, 1)
+    )
+    caption = (
+        f"The seed's published figures, not measured here: {esc(SEED_SOURCE)}; {esc(SEED_HARDWARE)}, "
+        "100 samples per model, temperature 0.8, top-k 50, max 256 tokens. Its timings come from a GPU and "
+        "its perplexities from different tokenizers, so compare shapes, not digits."
+    )
+    return (
+        f'<table class="summary seed" data-seed="true"><caption>{caption}</caption>'
+        f"<thead><tr><th>#</th><th>Metric</th>{heads}</tr></thead><tbody>{rows}</tbody></table>"
+    )

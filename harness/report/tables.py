@@ -7,6 +7,7 @@ metrics.json, and rows without a direction (tokens generated) highlight nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from harness.report.context import ReportContext, Series, metric_label
@@ -31,15 +32,20 @@ def series_stats(ctx: ReportContext, series: Series) -> dict[str, dict[str, dict
     return stats
 
 
-def best_models(per_model: dict[str, dict[str, Any]], higher_is_better: bool | None) -> set[str]:
-    """Models whose mean is best in the row (all of them on a tie); none without a direction or rival."""
+def best_models(
+    per_model: dict[str, dict[str, Any]], higher_is_better: bool | None, shown: Callable[[float], str] = repr
+) -> set[str]:
+    """Models whose mean is best in the row; none without a direction, a rival, or a difference.
+
+    ``shown`` is how a mean is printed: means that print the same count as a tie, so the table never
+    crowns 389 over 389 on a difference the reader cannot see.
+    """
     means = {m: s["mean"] for m, s in per_model.items() if s.get("mean") is not None}
     if higher_is_better is None or len(means) < 2:
         return set()
-    target = max(means.values()) if higher_is_better else min(means.values())
-    if all(v == target for v in means.values()):
-        return set()  # a row where everyone ties has no winner worth highlighting
-    return {m for m, v in means.items() if v == target}
+    target = shown(max(means.values()) if higher_is_better else min(means.values()))
+    winners = {m for m, v in means.items() if shown(v) == target}
+    return set() if len(winners) == len(means) else winners  # everyone tied: nothing to highlight
 
 
 def _cell(stats: dict[str, Any] | None, meta: dict[str, Any], best: bool, model: str) -> str:
@@ -51,9 +57,11 @@ def _cell(stats: dict[str, Any] | None, meta: dict[str, Any], best: bool, model:
         ci = f'<span class="ci">[{esc(fmt_metric(low, meta))}, {esc(fmt_metric(high, meta))}]</span>'
     missing = f'<span class="missing">{stats["missing"]} missing</span>' if stats["missing"] else ""
     klass = ' class="best"' if best else ""
-    title = f'n = {stats["n"]}, missing = {stats["missing"]}, median = {fmt_metric(stats["median"], meta)}'
-    return (f'<td data-model="{esc(model)}"{klass} title="{esc(title)}"><span class="mean">'
-            f'{esc(fmt_metric(mean, meta))}</span>{ci}{missing}</td>')
+    title = f"n = {stats['n']}, missing = {stats['missing']}, median = {fmt_metric(stats['median'], meta)}"
+    return (
+        f'<td data-model="{esc(model)}"{klass} title="{esc(title)}"><span class="mean">'
+        f"{esc(fmt_metric(mean, meta))}</span>{ci}{missing}</td>"
+    )
 
 
 def summary_table(ctx: ReportContext, series: Series) -> str:
@@ -64,23 +72,29 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
     info = {m.get("name"): m for m in series.run.manifest.get("models", [])}
     heads = "".join(
         f'<th data-model="{esc(m)}">{esc(m)}<span class="sub">{esc(fmt_params(info.get(m, {}).get("info", {}).get("parameters")))}'
-        "</span></th>" for m in series.models)
+        "</span></th>"
+        for m in series.models
+    )
     rows = []
     for number, metric in enumerate(stats, 1):
         meta = ctx.metrics[metric]
         arrow, why = ARROWS.get(meta.get("higher_is_better"), ("", "no better direction"))
-        best = best_models(stats[metric], meta.get("higher_is_better"))
+        best = best_models(stats[metric], meta.get("higher_is_better"), lambda v, meta=meta: fmt_metric(v, meta))
         cells = "".join(_cell(stats[metric].get(m), meta, m in best, m) for m in series.models)
         level = ' <span class="sub">per model</span>' if meta.get("level") == "model" else ""
-        rows.append(f'<tr data-metric="{esc(metric)}"><td class="num">{number}</td><th scope="row" '
-                    f'title="{esc(meta.get("description", ""))}">{esc(metric_label(metric, meta))} '
-                    f'<span class="dir" title="{why}">{arrow}</span>{level}</th>{cells}</tr>')
+        rows.append(
+            f'<tr data-metric="{esc(metric)}"><td class="num">{number}</td><th scope="row" '
+            f'title="{esc(meta.get("description", ""))}">{esc(metric_label(metric, meta))} '
+            f'<span class="dir" title="{why}">{arrow}</span>{level}</th>{cells}</tr>'
+        )
     caption = "Mean [95% bootstrap CI] per model; best per row highlighted by the metric's direction."
     if series.label:
         caption = f"{esc(series.label)}. {caption}"
     batched = ' data-batched="true"' if series.batched else ' data-batched="false"'
-    return (f'<table class="summary" data-run="{series.run_index}"{batched}><caption>{caption}</caption>'
-            f'<thead><tr><th>#</th><th>Metric</th>{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (
+        f'<table class="summary" data-run="{series.run_index}"{batched}><caption>{caption}</caption>'
+        f"<thead><tr><th>#</th><th>Metric</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def summary_section(ctx: ReportContext) -> str:
@@ -88,13 +102,21 @@ def summary_section(ctx: ReportContext) -> str:
     from harness.report.seed_table import SEED_SUITE, applies, seed_table
 
     parts = []
-    beside = next((i for i, s in enumerate(ctx.series)
-                   if not s.batched and s.run.manifest.get("suite", {}).get("name") == SEED_SUITE), None)
+    beside = next(
+        (
+            i
+            for i, s in enumerate(ctx.series)
+            if not s.batched and s.run.manifest.get("suite", {}).get("name") == SEED_SUITE
+        ),
+        None,
+    )
     for index, series in enumerate(ctx.series):
         table = summary_table(ctx, series)
         if series.batched:
-            table = ('<p class="warn">Batched generation: TTFT, TPS and latency here are throughput under batching, '
-                     'not comparable with the batch-1 numbers of any other table.</p>') + table
+            table = (
+                '<p class="warn">Batched generation: TTFT, TPS and latency here are throughput under batching, '
+                "not comparable with the batch-1 numbers of any other table.</p>"
+            ) + table
         if index == beside:
             table = f'<div class="side-by-side"><div>{table}</div><div>{seed_table(ctx)}</div></div>'
         parts.append(table)

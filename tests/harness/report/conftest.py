@@ -23,11 +23,50 @@ from harness.rundir import load_run, write_json_atomic
 from harness.summary import summarize, summary_frame
 
 XSS_PROMPT = 'Once upon a time <script>window.__xss = 1; alert(1)</script> there was a "brave" cat'
-XSS_OUTPUT = 'the dog ran <img src=x onerror="window.__xss = 2; alert(1)"> and </script><script>window.__xss = 3</script>'
+XSS_OUTPUT = (
+    'the dog ran <img src=x onerror="window.__xss = 2; alert(1)"> and </script><script>window.__xss = 3</script>'
+)
 CATEGORIES = ["story openings", "character introductions", "action prompts", "dialogue starters"]
-WORDS = ["the", "a", "cat", "dog", "ran", "sat", "big", "little", "happy", "sad", "park", "tree", "sun", "mom", "dad", "friend", "toy", "ball", "play", "jump", "said", "was", "went", "saw", "and", "then", ",", ".", "!", "she", "he", "they"]
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "ran",
+    "sat",
+    "big",
+    "little",
+    "happy",
+    "sad",
+    "park",
+    "tree",
+    "sun",
+    "mom",
+    "dad",
+    "friend",
+    "toy",
+    "ball",
+    "play",
+    "jump",
+    "said",
+    "was",
+    "went",
+    "saw",
+    "and",
+    "then",
+    ",",
+    ".",
+    "!",
+    "she",
+    "he",
+    "they",
+]
 MODEL_PROFILES = {  # tps, ttft ms, vocabulary used, eos probability per token: roughly the seed's shapes
-    0: (540.0, 4.1, 60, 0.03), 1: (300.0, 5.5, 45, 0.04), 2: (170.0, 7.8, 30, 0.035), 3: (530.0, 4.1, 50, 0.045)}
+    0: (540.0, 4.1, 60, 0.03),
+    1: (300.0, 5.5, 45, 0.04),
+    2: (170.0, 7.8, 30, 0.035),
+    3: (530.0, 4.1, 50, 0.045),
+}
 
 METRICS_JSON: dict[str, dict[str, Any]] = {
     "ttft_ms": {"unit": "ms", "higher_is_better": False, "level": "sample", "kind": "timing"},
@@ -40,8 +79,13 @@ METRICS_JSON: dict[str, dict[str, Any]] = {
     "coherence_length": {"unit": "tokens", "higher_is_better": True, "level": "sample", "kind": "quality"},
     "vocab_diversity": {"unit": "%", "higher_is_better": True, "level": "sample", "kind": "quality"},
     "distinct_2": {"unit": "%", "higher_is_better": True, "level": "sample", "kind": "quality"},
-    "example_word_len": {"unit": "chars", "higher_is_better": None, "level": "sample", "kind": "quality",
-                         "plugin": "harness_metric_example"},
+    "example_word_len": {
+        "unit": "chars",
+        "higher_is_better": None,
+        "level": "sample",
+        "kind": "quality",
+        "plugin": "harness_metric_example",
+    },
     "eos_rate": {"unit": "%", "higher_is_better": None, "level": "model", "kind": "quality"},
     "peak_mem_mb": {"unit": "MB", "higher_is_better": False, "level": "model", "kind": "count"},
 }
@@ -51,13 +95,13 @@ for _name, _meta in METRICS_JSON.items():
 
 
 def repetition_rate(g: list[int]) -> float | None:
-    return sum(g[i] in g[max(0, i - 10):i] for i in range(len(g))) / len(g) if g else None
+    return sum(g[i] in g[max(0, i - 10) : i] for i in range(len(g))) / len(g) if g else None
 
 
 def coherence_length(g: list[int]) -> int:
     seen = set()
     for s in range(len(g) - 2):
-        tri = tuple(g[s:s + 3])
+        tri = tuple(g[s : s + 3])
         if tri in seen:
             return s
         seen.add(tri)
@@ -69,8 +113,18 @@ def distinct_2(g: list[int]) -> float | None:
     return len(set(pairs)) / len(pairs) if pairs else None
 
 
-def _sample(model_index: int, model: str, prompt: dict[str, str], sample_index: int, *, suite: str,
-            token_seed: int, timing_rng: random.Random, speed: float, batched: bool) -> dict[str, Any]:
+def _sample(
+    model_index: int,
+    model: str,
+    prompt: dict[str, str],
+    sample_index: int,
+    *,
+    suite: str,
+    token_seed: int,
+    timing_rng: random.Random,
+    speed: float,
+    batched: bool,
+) -> dict[str, Any]:
     tps_base, ttft, vocab, p_eos = MODEL_PROFILES[model_index % 4]
     rng = random.Random(f"{token_seed}/{model_index}/{prompt['id']}/{sample_index}")
     ids: list[int] = []
@@ -88,61 +142,147 @@ def _sample(model_index: int, model: str, prompt: dict[str, str], sample_index: 
     if prompt["id"] == "p001" and model_index == 0:
         text = XSS_OUTPUT + " " + text
     metrics: dict[str, Any] = {
-        "ttft_ms": times[0] if times else None, "tps": n / end * 1000.0, "latency_ms": end,
-        "tokens_generated": n, "perplexity": math.exp(-sum(logprobs) / n) if n else None,
+        "ttft_ms": times[0] if times else None,
+        "tps": n / end * 1000.0,
+        "latency_ms": end,
+        "tokens_generated": n,
+        "perplexity": math.exp(-sum(logprobs) / n) if n else None,
         "avg_token_prob": sum(math.exp(x) for x in logprobs) / n if n else None,
-        "repetition_rate": repetition_rate(ids), "coherence_length": coherence_length(ids),
-        "vocab_diversity": len(set(ids)) / n if n else None, "distinct_2": distinct_2(ids),
-        "example_word_len": (sum(len(w) for w in text.split()) / len(text.split())) if text.split() else None}
+        "repetition_rate": repetition_rate(ids),
+        "coherence_length": coherence_length(ids),
+        "vocab_diversity": len(set(ids)) / n if n else None,
+        "distinct_2": distinct_2(ids),
+        "example_word_len": (sum(len(w) for w in text.split()) / len(text.split())) if text.split() else None,
+    }
     errors = {}
     if prompt["id"] == "p003" and model_index == 1:
         metrics["distinct_2"], errors["distinct_2"] = None, "RuntimeError: fixture failure"
-    return {"suite": suite, "model": model, "prompt_id": prompt["id"], "category": prompt["category"],
-            "sample_index": sample_index, "seed": rng.randrange(2**31), "prompt_text": prompt["text"],
-            "prompt_tokens": len(prompt["text"].split()), "output_text": text, "output_ids": ids, "eos_hit": eos,
-            "stop_reason": "eos" if eos else "max_new_tokens", "token_times_ms": times, "end_ms": end,
-            "logprobs": logprobs, "batched": batched, "flags": [], "metrics": metrics, "metric_errors": errors}
+    return {
+        "suite": suite,
+        "model": model,
+        "prompt_id": prompt["id"],
+        "category": prompt["category"],
+        "sample_index": sample_index,
+        "seed": rng.randrange(2**31),
+        "prompt_text": prompt["text"],
+        "prompt_tokens": len(prompt["text"].split()),
+        "output_text": text,
+        "output_ids": ids,
+        "eos_hit": eos,
+        "stop_reason": "eos" if eos else "max_new_tokens",
+        "token_times_ms": times,
+        "end_ms": end,
+        "logprobs": logprobs,
+        "batched": batched,
+        "flags": [],
+        "metrics": metrics,
+        "metric_errors": errors,
+    }
 
 
-def write_run(path: Path, *, suite: str = "smoke", models: tuple[str, ...] = ("tinylm:random/2.5m", "tinylm:random/10m"),
-              n_prompts: int = 12, samples_per_prompt: int = 1, batched: bool = False, token_seed: int = 0,
-              timing_seed: int = 0, speed: float = 1.0, status: str = "complete", prompts_sha: str = "p" * 64) -> Path:
+def write_run(
+    path: Path,
+    *,
+    suite: str = "smoke",
+    models: tuple[str, ...] = ("tinylm:random/2.5m", "tinylm:random/10m"),
+    n_prompts: int = 12,
+    samples_per_prompt: int = 1,
+    batched: bool = False,
+    token_seed: int = 0,
+    timing_seed: int = 0,
+    speed: float = 1.0,
+    status: str = "complete",
+    prompts_sha: str = "p" * 64,
+) -> Path:
     """Write a complete run directory and return its path."""
     path.mkdir(parents=True, exist_ok=True)
-    prompts = [{"id": f"p{i + 1:03d}", "category": CATEGORIES[i % 4],
-                "text": XSS_PROMPT if i == 0 else f"Prompt {i + 1}: Tim and his {WORDS[i % len(WORDS)]} went to the park."}
-               for i in range(n_prompts)]
+    prompts = [
+        {
+            "id": f"p{i + 1:03d}",
+            "category": CATEGORIES[i % 4],
+            "text": XSS_PROMPT if i == 0 else f"Prompt {i + 1}: Tim and his {WORDS[i % len(WORDS)]} went to the park.",
+        }
+        for i in range(n_prompts)
+    ]
     timing_rng = random.Random(timing_seed)
-    samples = [_sample(mi, m, p, si, suite=suite, token_seed=token_seed, timing_rng=timing_rng, speed=speed,
-                       batched=batched)
-               for mi, m in enumerate(models) for p in prompts for si in range(samples_per_prompt)]
+    samples = [
+        _sample(mi, m, p, si, suite=suite, token_seed=token_seed, timing_rng=timing_rng, speed=speed, batched=batched)
+        for mi, m in enumerate(models)
+        for p in prompts
+        for si in range(samples_per_prompt)
+    ]
     with open(path / "samples.jsonl", "w", encoding="utf-8") as handle:
         for s in samples:
             handle.write(json.dumps(s, ensure_ascii=False) + "\n")
     with open(path / "model_metrics.jsonl", "w", encoding="utf-8") as handle:
         for mi, m in enumerate(models):
             eos = [s["eos_hit"] for s in samples if s["model"] == m]
-            handle.write(json.dumps({"model": m, "metrics": {"eos_rate": sum(eos) / len(eos),
-                                                             "peak_mem_mb": 180.0 + 40 * mi}}) + "\n")
+            handle.write(
+                json.dumps({"model": m, "metrics": {"eos_rate": sum(eos) / len(eos), "peak_mem_mb": 180.0 + 40 * mi}})
+                + "\n"
+            )
     write_json_atomic(path / "metrics.json", METRICS_JSON)
     manifest = {
-        "format_version": 1, "run_id": f"{suite}-{path.name}", "status": status,
-        "created_at": "2026-06-22T10:00:00+00:00", "finished_at": "2026-06-22T10:04:12+00:00" if status == "complete" else None,
+        "format_version": 1,
+        "run_id": f"{suite}-{path.name}",
+        "status": status,
+        "created_at": "2026-06-22T10:00:00+00:00",
+        "finished_at": "2026-06-22T10:04:12+00:00" if status == "complete" else None,
         "command": ["harness", "run", f"suites/{suite}.yaml", "--models", *models],
-        "suite": {"name": suite, "path": f"suites/{suite}.yaml", "sha256": "s" * 64, "prompts_sha256": prompts_sha,
-                  "n_prompts": n_prompts, "samples_per_prompt": samples_per_prompt,
-                  "sampling": {"temperature": 0.8, "top_k": 50, "max_new_tokens": 256, "seed": 1234},
-                  "definition": {"name": suite}},
-        "models": [{"name": m, "spec": m, "status": "ok", "error": None,
-                    "info": {"name": m, "spec": m, "backend": "tinylm", "parameters": [2_500_000, 10_300_000, 6_800_000, 5_200_000][i % 4],
-                             "vocab_size": 512, "context_length": 128, "device": "cpu", "dtype": "float32",
-                             "source": "random", "weights_sha256": "w" * 64},
-                    "load_s": 0.4, "wall_s": 12.3} for i, m in enumerate(models)],
-        "batch_size": 4 if batched else 1, "shard": None,
-        "environment": {"python": "3.11.7", "platform": "Linux-6.1-x86_64", "cpu": "Fixture CPU @ 2.0GHz",
-                        "device": "cpu", "threads": 2, "git_commit": "0123456789abcdef0123456789abcdef01234567",
-                        "packages": {"torch": "2.13.0", "tinylm-harness": "0.1.0", "numpy": "2.4.6", "plotly": "7.1.0",
-                                     "pandas": "3.1.1"}},
+        "suite": {
+            "name": suite,
+            "path": f"suites/{suite}.yaml",
+            "sha256": "s" * 64,
+            "prompts_sha256": prompts_sha,
+            "n_prompts": n_prompts,
+            "samples_per_prompt": samples_per_prompt,
+            "sampling": {"temperature": 0.8, "top_k": 50, "max_new_tokens": 256, "seed": 1234},
+            "definition": {"name": suite},
+        },
+        "models": [
+            {
+                "name": m,
+                "spec": m,
+                "status": "ok",
+                "error": None,
+                "info": {
+                    "name": m,
+                    "spec": m,
+                    "backend": "tinylm",
+                    "parameters": [2_500_000, 10_300_000, 6_800_000, 5_200_000][i % 4],
+                    "vocab_size": 512,
+                    "context_length": 128,
+                    "device": "cpu",
+                    "dtype": "float32",
+                    "source": "random",
+                    "weights_sha256": "w" * 64,
+                },
+                "load_s": 0.4,
+                "wall_s": 12.3,
+            }
+            for i, m in enumerate(models)
+        ],
+        "batch_size": 4 if batched else 1,
+        "shard": None,
+        # as the runner writes it (docs/run-directory.md still says "git_commit"; both are read)
+        "environment": {
+            "python": "3.11.7",
+            "platform": "Linux-6.1-x86_64",
+            "machine": "x86_64",
+            "cpu": "Fixture CPU",
+            "cpu_count": 2,
+            "gpu": None,
+            "device": "cpu",
+            "threads": 2,
+            "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
+            "packages": {
+                "torch": "2.13.0",
+                "tinylm-harness": "0.1.0",
+                "numpy": "2.4.6",
+                "plotly": "7.1.0",
+                "pandas": "3.1.1",
+            },
+        },
     }
     write_json_atomic(path / "manifest.json", manifest)
     summary = summarize(load_run(path))
@@ -154,8 +294,10 @@ def write_run(path: Path, *, suite: str = "smoke", models: tuple[str, ...] = ("t
 @pytest.fixture
 def make_run(tmp_path: Path):
     """Factory: ``make_run("name", **options)`` writes a run directory under tmp_path."""
+
     def _make(name: str = "run-a", **options: Any) -> Path:
         return write_run(tmp_path / "runs" / name, **options)
+
     return _make
 
 
@@ -190,13 +332,20 @@ class Page(HTMLParser):
             self._json_id = None
 
     def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
-        return [a for t, a in self.elements if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+        return [
+            a for t, a in self.elements if t == tag and all(a.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]
 
 
 def table_rows(html: str, table_attr: str) -> list[list[str]]:
     """Text of each row of the first table whose opening tag contains ``table_attr`` (tags stripped)."""
     start = html.index(table_attr)
-    table = html[html.rindex("<table", 0, start):html.index("</table>", start)]
+    table = html[html.rindex("<table", 0, start) : html.index("</table>", start)]
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
-    return [[html_lib.unescape(" ".join(re.sub(r"<[^>]+>", " ", c).split()))
-             for c in re.findall(r"<t[hd](?:\s[^>]*)?>(.*?)</t[hd]>", r, flags=re.S)] for r in rows]
+    return [
+        [
+            html_lib.unescape(" ".join(re.sub(r"<[^>]+>", " ", c).split()))
+            for c in re.findall(r"<t[hd](?:\s[^>]*)?>(.*?)</t[hd]>", r, flags=re.S)
+        ]
+        for r in rows
+    ]

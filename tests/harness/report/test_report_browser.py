@@ -19,25 +19,38 @@ from harness.rundir import load_run
 from .conftest import XSS_OUTPUT, XSS_PROMPT
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)"),
+]
 
 
 def _expected_points(run_dirs: list[Path]) -> dict[str, int]:
     samples = [s for d in run_dirs for s in load_run(d).samples]
     ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
-    return {spec.key: sum(ok(s["metrics"].get(spec.x)) and ok(s["metrics"].get(spec.y)) for s in samples)
-            for spec in SEED_SCATTERS}
+    return {
+        spec.key: sum(ok(s["metrics"].get(spec.x)) and ok(s["metrics"].get(spec.y)) for s in samples)
+        for spec in SEED_SCATTERS
+    }
 
 
 def test_report_in_headless_chromium(make_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    runs = [make_run("base", models=("2.5m", "10m", "7m"), n_prompts=16),
-            make_run("cand", models=("2.5m", "10m", "7m"), n_prompts=16, speed=0.8, timing_seed=4)]
+    runs = [
+        make_run("base", models=("2.5m", "10m", "7m"), n_prompts=16),
+        make_run("cand", models=("2.5m", "10m", "7m"), n_prompts=16, speed=0.8, timing_seed=4),
+    ]
     report = write_report(runs, tmp_path / "report.html")
     url = report.resolve().as_uri()
     requests: list[str] = []
@@ -86,7 +99,8 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             assert XSS_OUTPUT in page.text_content("#browser-columns")
             assert page.evaluate("document.querySelectorAll('#sample-browser img, #sample-browser script').length") == 0
             assert page.evaluate("document.querySelectorAll('script').length") == 2 + page.evaluate(
-                "document.querySelectorAll('script[type=\"application/json\"]').length")
+                "document.querySelectorAll('script[type=\"application/json\"]').length"
+            )
 
             # hover text on the payload sample is plotly text, not markup
             hover = page.evaluate("""() => {
@@ -112,3 +126,11 @@ def test_report_in_headless_chromium(make_run, tmp_path):
     assert dialogs == []
     assert console_errors == []
     assert [r for r in requests if r != url] == [], "the report made a request besides loading itself"
+
+
+def test_screenshot_helper_crops_one_section(make_run, tmp_path):
+    from harness.report.screenshot import screenshot
+
+    report = write_report([make_run(models=("a", "b"), n_prompts=4)], tmp_path / "r.html")
+    png = screenshot(report, tmp_path / "shots" / "summary.png", section="summary")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000

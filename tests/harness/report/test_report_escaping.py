@@ -28,8 +28,15 @@ def test_esc_helpers():
 
 
 def test_number_formats():
-    assert [fmt_number(v) for v in (297.4, 90.23, 5.5, 0.4961, 8.0, 0, 12345.6)] == \
-        ["297", "90.2", "5.50", "0.496", "8.00", "0", "12,346"]
+    assert [fmt_number(v) for v in (297.4, 90.23, 5.5, 0.4961, 8.0, 0, 12345.6)] == [
+        "297",
+        "90.2",
+        "5.50",
+        "0.496",
+        "8.00",
+        "0",
+        "12,346",
+    ]
     assert fmt_metric(0.13, {"unit": "%"}) == "13.0%"
     assert fmt_metric(None, {}) == "–" and fmt_metric(float("nan"), {}) == "–"
 
@@ -39,7 +46,7 @@ def test_payloads_never_reach_the_page_as_markup(make_run, tmp_path):
     text = out.read_text(encoding="utf-8")
     page = Page(text)
     assert page.exec_scripts == 2  # plotly.js and the app; payload scripts would add more
-    for raw in (XSS_PROMPT, XSS_OUTPUT, "<b>m&1</b>", "onerror=\"window"):
+    for raw in (XSS_PROMPT, XSS_OUTPUT, "<b>m&1</b>", 'onerror="window'):
         assert raw not in text
     assert not [a for t, a in page.elements if t == "img"]
     assert not [a for t, a in page.elements if any(k.startswith("on") for k in a)]  # no event handler attributes
@@ -55,8 +62,12 @@ def test_self_contained_with_hash_only_csp(make_run, tmp_path):
     page = Page(text)
     assert text.count(plotly_js()) == 1  # plotly.js inlined exactly once
     assert not [a for t, a in page.elements if a.get("src") or (a.get("href") and not a["href"].startswith("#"))]
-    csp = next(a["content"] for t, a in page.elements if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
-    assert "default-src 'none'" in csp and "connect-src 'none'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    csp = next(
+        a["content"] for t, a in page.elements if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    )
+    assert (
+        "default-src 'none'" in csp and "connect-src 'none'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    )
     scripts = re.findall(r"<script>(.*?)</script>", text, flags=re.S)
     assert len(scripts) == 2
     for body in scripts:

@@ -37,7 +37,7 @@ def test_scatter_axis_titles_and_percent_scale(make_run):
     run = load_run(make_run())
     ctx = build_context([run])
     fig, _ = scatter_figure(ctx, SEED_SCATTERS[1])
-    assert fig.layout.xaxis.title.text == "Tokens Generated (avg)"
+    assert fig.layout.xaxis.title.text == "Tokens Generated"
     assert fig.layout.yaxis.title.text == "Repetition Rate (%)"
     assert max(max(t.y) for t in fig.data) > 1  # fractions plotted as percent
     tps_fig, _ = scatter_figure(ctx, SEED_SCATTERS[3])

@@ -24,9 +24,12 @@ class EosPlugin:
         def render(ctx):
             import plotly.graph_objects as go
 
-            rows = "".join(f"<li>{esc(m)}: {len(s.model_samples(m))} samples</li>" for s in ctx.series for m in s.models)
+            rows = "".join(
+                f"<li>{esc(m)}: {len(s.model_samples(m))} samples</li>" for s in ctx.series for m in s.models
+            )
             fig = go.Figure(go.Bar(x=ctx.models, y=[1] * len(ctx.models)))
             return f"<ul id='eos-list'>{rows}</ul>" + ctx.figure(fig, "eos-bar")
+
         register(ReportSection(name="eos-plugin", title="EOS from a plugin", render=render, order=45))
 
 
@@ -70,8 +73,11 @@ def test_registering_a_non_section_is_a_clear_error():
 
 def test_bad_plugin_sections_are_left_out_and_named_not_fatal(make_run, tmp_path):
     """At the end of 'harness run' a plugin's mistake must not cost the report."""
-    sections = [ReportSection("summary", "Clash", lambda ctx: "<p id='clash'></p>"), {"name": "dict"},
-                ReportSection("fine", "Fine", lambda ctx: "<p id='fine'></p>")]
+    sections = [
+        ReportSection("summary", "Clash", lambda ctx: "<p id='clash'></p>"),
+        {"name": "dict"},
+        ReportSection("fine", "Fine", lambda ctx: "<p id='fine'></p>"),
+    ]
     text = write_report([make_run()], tmp_path / "r.html", sections).read_text(encoding="utf-8")
     assert "id='fine'" in text and "id='clash'" not in text
     assert text.count('class="error plugin-problem"') == 2 and "&#x27;Clash&#x27;" in text
@@ -109,14 +115,17 @@ def test_failing_plugin_section_shows_error_and_report_survives(make_run, tmp_pa
     def boom(ctx):
         raise RuntimeError("<b>kaput</b>")
 
-    text = write_report([make_run()], tmp_path / "r.html", [ReportSection("boom", "Boom", boom)]).read_text(encoding="utf-8")
+    text = write_report([make_run()], tmp_path / "r.html", [ReportSection("boom", "Boom", boom)]).read_text(
+        encoding="utf-8"
+    )
     assert "failed to render: RuntimeError: &lt;b&gt;kaput&lt;/b&gt;" in text
     assert 'data-section="samples"' in text
 
 
 def test_empty_render_skips_section(make_run, tmp_path):
-    text = write_report([make_run()], tmp_path / "r.html", [ReportSection("quiet", "Quiet", lambda ctx: "")]) \
-        .read_text(encoding="utf-8")
+    text = write_report([make_run()], tmp_path / "r.html", [ReportSection("quiet", "Quiet", lambda ctx: "")]).read_text(
+        encoding="utf-8"
+    )
     assert 'data-section="quiet"' not in text and "#quiet" not in text
 
 

@@ -18,8 +18,17 @@ def test_table2_layout_metrics_rows_models_columns(make_run):
     rows = table_rows(html, 'class="summary"')
     assert rows[0][:2] == ["#", "Metric"] and [c.split()[0] for c in rows[0][2:]] == ["10m", "7m", "5m", "2.5m"]
     metrics = [r[1].split(" ↑")[0].split(" ↓")[0] for r in rows[1:]]
-    assert metrics[:9] == ["TTFT (ms)", "TPS (tokens/sec)", "Total Latency (ms)", "Tokens Generated (avg)", "Perplexity",
-                           "Avg Token Probability", "Repetition Rate", "Coherence Length", "Vocab Diversity"]
+    assert metrics[:9] == [
+        "TTFT (ms)",
+        "TPS (tokens/sec)",
+        "Total Latency (ms)",
+        "Tokens Generated (avg)",
+        "Perplexity",
+        "Avg Token Probability",
+        "Repetition Rate",
+        "Coherence Length",
+        "Vocab Diversity",
+    ]
     assert [r[0] for r in rows[1:]] == [str(i) for i in range(1, len(rows))]
     assert any(m.startswith("example_word_len") for m in metrics)  # plugin metric gets a row too
     assert any(m.startswith("eos_rate") for m in metrics)  # model-level metric
@@ -52,10 +61,12 @@ def test_best_highlight_in_html(make_run):
     run = load_run(make_run(models=("fast", "slow")))
     ctx = build_context([run])
     html = summary_table(ctx, ctx.series[0])
-    tps_row = html[html.index('data-metric="tps"'):].split("</tr>")[0]
-    lat_row = html[html.index('data-metric="latency_ms"'):].split("</tr>")[0]
-    tok_row = html[html.index('data-metric="tokens_generated"'):].split("</tr>")[0]
-    means = {m: describe([s["metrics"]["tps"] for s in run.samples if s["model"] == m])["mean"] for m in ("fast", "slow")}
+    tps_row = html[html.index('data-metric="tps"') :].split("</tr>")[0]
+    lat_row = html[html.index('data-metric="latency_ms"') :].split("</tr>")[0]
+    tok_row = html[html.index('data-metric="tokens_generated"') :].split("</tr>")[0]
+    means = {
+        m: describe([s["metrics"]["tps"] for s in run.samples if s["model"] == m])["mean"] for m in ("fast", "slow")
+    }
     best = max(means, key=means.get)
     assert f'data-model="{best}" class="best"' in tps_row and tps_row.count('class="best"') == 1
     lat = {m: describe([s["metrics"]["latency_ms"] for s in run.samples if s["model"] == m])["mean"] for m in means}
@@ -102,3 +113,36 @@ def test_seed_table_values_as_published():
     assert by_label["Repetition Rate"] == ["13.0%", "12.2%", "9.5%", "6.8%"]
     assert by_label["Vocab Diversity"] == ["82.3%", "81.2%", "83.5%", "83.7%"]
     assert list(SEED_TABLE2) == SEED_ORDER
+
+
+def test_header_shows_provenance_in_both_commit_formats(make_run):
+    from harness.report.builtin import run_header
+
+    run = load_run(make_run(models=("a",), status="interrupted"))
+    html = run_header(run, None)
+    for text in (
+        "smoke",
+        "Fixture CPU · 2 cores",
+        "torch 2.13.0",
+        "0123456789abcdef",
+        "threads",
+        "batch size",
+        "2026-06-22T10:00:00",
+        "results are partial",
+    ):
+        assert text in html, text
+    env = run.manifest["environment"]
+    env.pop("git")
+    env["git_commit"] = "feedface"  # the field name docs/run-directory.md documents
+    assert "feedface" in run_header(run, 0) and "(baseline)" in run_header(run, 0)
+    env["git"] = {"commit": "abc", "dirty": True}
+    env.pop("git_commit")
+    assert "uncommitted changes" in run_header(run, None)
+
+
+def test_best_per_row_counts_equal_printed_values_as_a_tie():
+    from harness.report.markup import fmt_number
+
+    stats = {"a": {"mean": 389.01}, "b": {"mean": 389.2}, "c": {"mean": 405.0}}
+    assert best_models(stats, False) == {"a"}
+    assert best_models(stats, False, fmt_number) == {"a", "b"}  # both print as 389
