@@ -36,8 +36,10 @@ def tinylm_to_hf_state(model: LLM) -> dict:
 
 def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path) -> Path:
     """Write ``model`` + ``tokenizer`` as a directory ``AutoModelForCausalLM``/``AutoTokenizer`` load."""
+    import transformers
     from transformers import PreTrainedTokenizerFast
 
+    transformers.utils.logging.disable_progress_bar()
     directory = Path(directory)
     cfg = model.config
     ids = {name: tokenizer.token_to_id(name) for name in (BOS, EOS, PAD)}

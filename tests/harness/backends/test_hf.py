@@ -311,3 +311,32 @@ def test_score_serves_judge_bpb_windowing():
     assert bpb is not None and 0 < bpb < 20
     with pytest.raises(ValueError, match="holds 80"):
         judge.score(judge.encode(long_text))
+
+
+def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path, tiny_checkpoint):
+    """The CLI end to end, offline: Llama, GPT-2 and GPT-Neo from the Hub cache beside a tinylm checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from harness.rundir import load_run
+
+    models = [f"hf:{ORG}/llama@v0", f"hf:{ORG}/gpt2", f"hf:{ORG}/gpt-neo", str(tiny_checkpoint)]
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: hf3\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
+                     "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 16, seed: 3}\nprompts:\n"
+                     "  - {id: a, category: c, text: \"Once upon a time\"}\n  - {id: b, category: c, text: \"Tom saw a\"}\n")
+    env = {**os.environ, "HF_HOME": str(hub), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--models", ",".join(models),
+                             "--out", str(tmp_path / "run"), "--no-report", "--no-progress"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = load_run(tmp_path / "run")
+    assert sorted({r["model"] for r in run.samples}) == sorted(models) and len(run.samples) == 4 * 2 * 2
+    for record in run.samples:
+        assert len(record["output_ids"]) == record["metrics"]["tokens_generated"] == len(record["token_times_ms"])
+        if record["output_ids"]:
+            assert record["metrics"]["perplexity"] >= 1
+    infos = {m["info"]["spec"]: m["info"] for m in run.manifest["models"]}
+    assert infos[f"hf:{ORG}/llama@v0"]["revision"] == COMMIT_B and infos[f"hf:{ORG}/gpt2"]["revision"] == COMMIT_A
+    assert infos[str(tiny_checkpoint)]["backend"] == "tinylm"
