@@ -287,6 +287,10 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
     model.to(device).eval()
     config = model.config
     add_bos = options.extra.get("add_bos", "auto")
+    if isinstance(add_bos, str) and add_bos.lower() in ("true", "false", "1", "0", "yes", "no"):
+        add_bos = add_bos.lower() in ("true", "1", "yes")  # from a command line or a YAML string
+    elif not isinstance(add_bos, bool) and add_bos != "auto":
+        raise UserError(f"model {spec}: add_bos must be auto, true or false, got {add_bos!r}")
     info = ModelInfo(
         name=spec, spec=spec, backend="hf",
         parameters=sum(p.numel() for p in model.parameters()),  # parameters() yields a tied tensor once
