@@ -170,7 +170,9 @@ def main() -> None:
             warnings.simplefilter("always", PluginLoadWarning)
             warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
             _plugin_commands()
-            app(standalone_mode=False)
+            result = app(standalone_mode=False)  # click returns a command's Exit code instead of raising
+        if isinstance(result, int):
+            sys.exit(result)
     except UserError as exc:
         err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
