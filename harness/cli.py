@@ -42,6 +42,8 @@ def run(
     shard: Annotated[Optional[str], typer.Option(help="Run only share K/N of the work, e.g. 2/8.")] = None,
     report: Annotated[bool, typer.Option(help="Write an HTML report at the end.")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hub models that ship their own code.")] = False,
+    dtype: Annotated[str, typer.Option(help="Weights dtype for backends that support it: float32, float16, bfloat16.")] = "float32",
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     plugins_dir: PluginsDir = None,
 ) -> None:
@@ -64,7 +66,7 @@ def run(
     registry = _registry(plugins_dir)
     options = RunOptions(device=device, threads=threads, batch_size=batch_size,
                          shard=Shard.parse(shard) if shard else None, trust_remote_code=trust_remote_code,
-                         progress=progress)
+                         progress=progress, dtype=dtype, model_options=_parse_options(model_option or []))
     if resume is not None:
         run_dir = resume
         if not (resume / "manifest.json").is_file():
@@ -92,12 +94,26 @@ def run(
     raise typer.Exit(code)
 
 
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--model-option {pair!r}: expected KEY=VALUE, e.g. add_bos=false")
+        options[key.strip()] = value.strip()
+    return options
+
+
 def _write_report(run_dir: Path, registry) -> None:
+    """The report is a view of finished results: a bug in it must never cost the run."""
+    from harness.report import write_report
+
     try:
-        from harness.report import write_report
-    except ImportError:
+        path = write_report([run_dir], run_dir / "report.html", registry.report_sections)
+    except Exception as exc:
+        err_console.print(f"warning: the HTML report failed ({exc.__class__.__name__}: {exc}); "
+                          f"results are intact; retry with: harness report {run_dir}", highlight=False)
         return
-    path = write_report([run_dir], run_dir / "report.html", registry.report_sections)
     console.print(f"report: {path}")
 
 
@@ -143,12 +159,13 @@ def plugins(plugins_dir: PluginsDir = None) -> None:
     console.print(table)
 
 
-def _add_optional_commands() -> None:
-    for module_name in ("harness.report.commands", "harness.gate.commands", "harness.merge"):
-        try:
-            module = __import__(module_name, fromlist=["add_commands"])
-        except ImportError:
-            continue
+def _add_commands() -> None:
+    """Commands that live with their feature: report, gate/baseline, merge."""
+    from harness import merge
+    from harness.gate import commands as gate_commands
+    from harness.report import commands as report_commands
+
+    for module in (report_commands, gate_commands, merge):
         module.add_commands(app)
 
 
@@ -161,7 +178,7 @@ def _plugin_commands() -> None:
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
-    _add_optional_commands()
+    _add_commands()
     warnings.simplefilter("default")
     try:
         from harness.plugins import PluginLoadWarning
@@ -180,12 +197,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors from (typer's vendored) click: one message, exit 2
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else 2)
+        if exc.__class__.__name__ == "Abort":
             sys.exit(130)
         raise

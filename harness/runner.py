@@ -72,6 +72,8 @@ class RunOptions:
     shard: Shard | None = None
     trust_remote_code: bool = False
     compile: bool = False
+    dtype: str = "float32"
+    model_options: dict[str, str] = field(default_factory=dict)
     progress: bool = True
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -216,8 +218,9 @@ class SuiteRun:
         return resources
 
     def _load_options(self) -> LoadOptions:
-        return LoadOptions(device=self.device, threads=self.options.threads or self.suite.threads,
-                           trust_remote_code=self.options.trust_remote_code, compile=self.options.compile)
+        return LoadOptions(device=self.device, threads=self.options.threads or self.suite.threads, dtype=self.options.dtype,
+                           trust_remote_code=self.options.trust_remote_code, compile=self.options.compile,
+                           extra=dict(self.options.model_options))
 
     def _warmup(self, model: Model) -> None:
         ids = model.encode(WARMUP_PROMPT)

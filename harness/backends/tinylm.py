@@ -9,6 +9,7 @@ Specs (see docs/backends.md):
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -125,24 +126,32 @@ def load_directory(path: Path, spec: str, device: torch.device) -> TinyLMModel:
     return _wrap(ckpt.model, ckpt.tokenizer, spec, str(path.resolve()), device, file_sha256(ckpt.weights_path))
 
 
-def load_seed_hub(preset: str, spec: str, device: torch.device) -> TinyLMModel:
-    """The seed's own Hub repository, for aliases without a bundled checkpoint."""
+def load_seed_hub(preset: str, spec: str, device: torch.device, options: LoadOptions) -> TinyLMModel:
+    """The seed's own Hub repository (``.pt`` + tokenizer + config per size), for aliases without a bundled checkpoint."""
+    from harness.backends.seed_layout import load_seed_layout
+
     try:
-        from harness.backends.seed_layout import load_seed_layout
-    except ImportError as exc:
-        raise UserError(f"model {spec}: no bundled checkpoint and the seed-layout loader is unavailable ({exc})") from exc
-    try:
-        model, tokenizer, source, weights_sha = load_seed_layout(SEED_HUB_REPO, preset)
-    except UserError:
-        raise
+        ckpt = load_seed_layout(SEED_HUB_REPO, preset, options)
+    except UserError as exc:
+        raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR}, and {exc}") from exc
     except Exception as exc:  # offline, missing files: one line, with the way out
         raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the seed's Hub repo {SEED_HUB_REPO} "
                         f"is unreachable ({exc.__class__.__name__}); train one with 'tinylm train' or go online") from exc
-    return _wrap(model, tokenizer, spec, source, device, weights_sha)
+    wrapped = _wrap(ckpt.model, ckpt.tokenizer, spec, ckpt.source, device, ckpt.weights_sha256,
+                    {"files": ckpt.files, "notes": ckpt.notes})
+    wrapped.info.revision = ckpt.revision
+    return wrapped
 
 
 def is_checkpoint_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
+    """A tinylm_ref checkpoint directory; transformers directories (config with ``model_type``) are not."""
+    config = path / "config.json"
+    if not (path.is_dir() and config.is_file() and (path / "tokenizer.json").is_file()):
+        return False
+    try:
+        return "model_type" not in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # let the loader report the broken config with its file name
 
 
 class TinyLMBackend:
@@ -160,7 +169,7 @@ class TinyLMBackend:
             bundled = BUNDLED_DIR / target.lower()
             if is_checkpoint_dir(bundled):
                 return load_directory(bundled, spec, device)
-            return load_seed_hub(target.lower(), spec, device)
+            return load_seed_hub(target.lower(), spec, device, options)
         path = Path(target).expanduser()
         if path.is_dir():
             return load_directory(path, spec, device)
