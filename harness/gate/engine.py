@@ -235,7 +235,7 @@ def run_gate(baseline: Side, candidate: Side, rules: Rules | None = None, models
                 comp.gated, comp.not_gated_reason = False, "gate: false in the rules"
             elif metas[metric].kind == "timing" and other_machine and rules.spec.timing_other_machine == "report":
                 comp.gated, comp.not_gated_reason = False, "baseline from another machine"
-            if rule.direction == "none":
+            if rule.direction == "none" and rule.test != "exact":  # exact gates any change, whatever the direction
                 comp.gated = False
             comparisons.append(comp)
     _holm(comparisons)

@@ -48,6 +48,12 @@ def worse_alternative(direction: str) -> Alternative:
     return {"lower": "greater", "higher": "less"}.get(direction, "two-sided")  # type: ignore[return-value]
 
 
+def _finite_p(value: float) -> float:
+    """scipy returns NaN for degenerate inputs; no evidence is p = 1, never a NaN that slips past ``<=``."""
+    value = float(value)
+    return value if math.isfinite(value) else 1.0
+
+
 def paired_test(diffs: np.ndarray, alternative: Alternative) -> TestResult:
     """Wilcoxon signed-rank on per-unit differences (candidate − baseline); zero differences carry no evidence."""
     nonzero = diffs[diffs != 0]
@@ -57,7 +63,7 @@ def paired_test(diffs: np.ndarray, alternative: Alternative) -> TestResult:
     if n == 0:
         return TestResult("wilcoxon", 1.0, min_p, 0)
     result = sps.wilcoxon(nonzero, alternative=alternative, zero_method="wilcox")
-    return TestResult("wilcoxon", float(result.pvalue), min_p, n)
+    return TestResult("wilcoxon", _finite_p(result.pvalue), min_p, n)
 
 
 def unpaired_test(candidate: np.ndarray, baseline: np.ndarray, alternative: Alternative, name: str = "mannwhitney") -> TestResult:
@@ -70,7 +76,7 @@ def unpaired_test(candidate: np.ndarray, baseline: np.ndarray, alternative: Alte
     if np.array_equal(np.sort(candidate), np.sort(baseline)):
         return TestResult(name, 1.0, min_p, min(n1, n2))
     result = sps.mannwhitneyu(candidate, baseline, alternative=alternative, method="auto")
-    return TestResult(name, float(result.pvalue), min_p, min(n1, n2))
+    return TestResult(name, _finite_p(result.pvalue), min_p, min(n1, n2))
 
 
 def _quantiles(values: np.ndarray, confidence: float) -> tuple[float | None, float | None]:

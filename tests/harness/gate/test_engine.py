@@ -252,3 +252,12 @@ def test_model_level_metric_single_value(kit: SimpleNamespace) -> None:
     assert worse.verdict == REGRESSION and worse.method == "single value"
     close = by(kit.gate(base, kit.run("close", values, model_values={"m": {"heldout_bpb": 1.51}})), "heldout_bpb")
     assert close.verdict == PASS
+
+
+def test_exact_gate_applies_to_metrics_without_direction(kit: SimpleNamespace) -> None:
+    base = kit.values(20, seed=1)
+    longer = {**base, "tokens_generated": [v + 1 for v in base["tokens_generated"]]}
+    result = kit.gate(kit.run("base", {"m": base}), kit.run("cand", {"m": longer}),
+                      rules="metrics:\n  tokens_generated: {test: exact}\n")
+    comp = by(result, "tokens_generated")
+    assert comp.gated and comp.verdict == REGRESSION and result.exit_code == 1
