@@ -64,6 +64,10 @@ def run(
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     registry = _registry(plugins_dir)
+    from harness.models import resolve_backend
+
+    for spec in specs:  # fail fast on specs no backend recognises, before any directory exists
+        resolve_backend(spec, registry)
     options = RunOptions(device=device, threads=threads, batch_size=batch_size,
                          shard=Shard.parse(shard) if shard else None, trust_remote_code=trust_remote_code,
                          progress=progress, dtype=dtype, model_options=_parse_options(model_option or []))
@@ -85,9 +89,10 @@ def run(
     console.print(summary_table(summary))
     for outcome in suite_run.outcomes:
         if outcome.status == "failed":
-            err_console.print(f"[red]model {outcome.name} failed:[/red] {outcome.error}", highlight=False)
+            err_console.print(f"error: {outcome.error}", highlight=False, soft_wrap=True, markup=False)
     if code == 130:
-        err_console.print(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}")
+        err_console.print(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}",
+                          soft_wrap=True, highlight=False)
     elif report:
         _write_report(run_dir, registry)
     console.print(f"run directory: {run_dir}")
@@ -129,7 +134,7 @@ def suites_validate(files: Annotated[list[Path], typer.Argument(help="Suite YAML
             console.print(f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
                           f"sha256 {loaded.sha256[:12]})", highlight=False)
         except UserError as exc:
-            err_console.print(f"error: {exc}", highlight=False)
+            err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
             failed = True
     raise typer.Exit(2 if failed else 0)
 
@@ -191,7 +196,7 @@ def main() -> None:
         if isinstance(result, int):
             sys.exit(result)
     except UserError as exc:
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -83,6 +83,7 @@ class ModelOutcome:
     name: str
     status: str  # ok | failed | interrupted
     error: str | None = None
+    input_error: bool = False  # the user's input was wrong (bad checkpoint, prompt too long), not a crash
     samples: int = 0
     wall_s: float = 0.0
 
@@ -240,7 +241,7 @@ class SuiteRun:
         except UserError as exc:
             entry.update(status="failed", error=str(exc))
             self._save_manifest()
-            return ModelOutcome(name=spec, status="failed", error=str(exc))
+            return ModelOutcome(name=spec, status="failed", error=str(exc), input_error=True)
         entry["info"] = model.info.to_dict()
         entry["load_s"] = round(time.perf_counter() - t0, 3)
         items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
@@ -275,10 +276,10 @@ class SuiteRun:
             outcome.status = "interrupted"
             raise
         except UserError as exc:
-            outcome.status, outcome.error = "failed", str(exc)
+            outcome.status, outcome.error, outcome.input_error = "failed", str(exc), True
         except Exception as exc:  # a crashing backend fails its model only; the other models still run
             outcome.status = "failed"
-            outcome.error = f"{exc.__class__.__name__}: {exc}"
+            outcome.error = f"model {spec} crashed: {exc.__class__.__name__}: {exc} (traceback in the run directory)"
             (self.dir / f"error-{spec.replace('/', '_').replace(':', '_')}.txt").write_text(traceback.format_exc())
         finally:
             outcome.wall_s = time.perf_counter() - t0
@@ -344,7 +345,11 @@ class SuiteRun:
         self._save_manifest()
 
     def execute(self) -> int:
-        """Run every model; returns the exit code (0 ok, 1 some model failed, 130 interrupted)."""
+        """Run every model; returns the exit code.
+
+        0 ok; 1 a model crashed; 2 a model could not run because of an input error (missing checkpoint,
+        prompt too long...); 130 interrupted. The other models always run and keep their results.
+        """
         self._prepare()
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         done, models_done = self._done_samples()
@@ -372,6 +377,8 @@ class SuiteRun:
         self.finish(status)
         if status == "interrupted":
             return 130
+        if any(o.input_error for o in failed):
+            return 2
         return 1 if failed else 0
 
     def finish(self, status: str) -> None:

@@ -82,7 +82,7 @@ def test_crashing_backend_fails_its_model_only(tmp_path):
     suite = write_suite(tmp_path)
     result = harness("run", suite, "--models", "fault:crash2,tinylm:random/2.5m", "--out", tmp_path / "r",
                      "--plugins-dir", FAULTS, "--no-report", check=1)
-    assert "model fault:crash2 failed" in result.stderr and "simulated backend crash" in result.stderr
+    assert "model fault:crash2 crashed" in result.stderr and "simulated backend crash" in result.stderr
     run = load_run(tmp_path / "r")
     statuses = {m["name"]: m["status"] for m in run.manifest["models"]}
     assert statuses == {"fault:crash2": "failed", "tinylm:random/2.5m": "ok"}

@@ -1,0 +1,138 @@
+"""Bad input through the real CLI: one line naming the file/field/model and the fix, exit code 2,
+no traceback, and nothing already produced is lost."""
+
+import json
+import shutil
+
+import pytest
+
+from harness.rundir import load_run
+from tests.harness.test_runner import harness, write_suite
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert lines, result.stderr
+    for needle in needles:
+        assert needle in result.stderr.replace("\n", " "), result.stderr
+
+
+@pytest.mark.parametrize("models, needles", [
+    ("10mm", ["'10mm'", "did you mean '10m'"]),
+    ("tinylmm:random/2.5m", ["unknown backend 'tinylmm'", "did you mean 'tinylm'"]),
+    ("tinylm:random/3m", ["unknown preset '3m'"]),
+    ("tinylm:/does/not/exist", ["tinylm:/does/not/exist"]),
+])
+def test_unknown_models_are_named_with_a_suggestion(tmp_path, models, needles):
+    result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", models, "--out", tmp_path / "r")
+    assert_one_line_error(result, *needles)
+
+
+def test_misspelled_metric_in_suite(tmp_path):
+    suite = write_suite(tmp_path, extra="metrics: [perplexity, repetiton_rate]\n")
+    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m"), "repetiton_rate", "did you mean 'repetition_rate'")
+
+
+def test_metric_needing_a_reference_names_the_missing_field(tmp_path):
+    suite = write_suite(tmp_path, extra="metrics: [heldout_bpb]\n")
+    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m"), "heldout_bpb", "'reference'")
+
+
+def test_missing_reference_file(tmp_path):
+    suite = write_suite(tmp_path, extra="reference: {path: nowhere.txt}\n")
+    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r"),
+                          "reference.path", "nowhere.txt")
+
+
+def test_non_utf8_and_malformed_suites(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: s\nprompts: [{id: a, text: caf\xe9}]\n")
+    assert_one_line_error(harness("run", bad, "--models", "2.5m"), "not valid UTF-8")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: s\nprompts: [\n")
+    assert_one_line_error(harness("suites", "validate", broken), "malformed YAML", str(broken))
+
+
+def test_truncated_checkpoint_fails_that_model_and_keeps_the_others(tmp_path, tiny_checkpoint):
+    broken = tmp_path / "broken_ckpt"
+    shutil.copytree(tiny_checkpoint, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    result = harness("run", suite, "--models", f"tinylm:random/2.5m,{broken}", "--out", tmp_path / "r", "--no-report")
+    assert_one_line_error(result, "model.safetensors", "cannot read weights")
+    run = load_run(tmp_path / "r")
+    assert len(run.samples) == 2 and {m["status"] for m in run.manifest["models"]} == {"ok", "failed"}
+    assert (tmp_path / "r" / "summary.json").exists()
+
+
+def test_missing_weights_and_tokenizer_vocab_mismatch(tmp_path, tiny_checkpoint, stories):
+    from tinylm_ref.tokenizer import train_tokenizer
+
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(tiny_checkpoint, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    assert_one_line_error(harness("run", suite, "--models", no_weights, "--out", tmp_path / "a"), "no weights file")
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(tiny_checkpoint, mismatch)
+    train_tokenizer(stories, vocab_size=400).save(str(mismatch / "tokenizer.json"))
+    assert_one_line_error(harness("run", suite, "--models", mismatch, "--out", tmp_path / "b"),
+                          "tokenizer has 400 tokens", "vocab_size is 320")
+
+
+def test_config_with_unknown_field(tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad_config"
+    shutil.copytree(tiny_checkpoint, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["n_layer"] = config.pop("n_layers")
+    (bad / "config.json").write_text(json.dumps(config))
+    result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", bad, "--out", tmp_path / "r")
+    assert_one_line_error(result, "config.json", "n_layer")
+
+
+def test_prompt_longer_than_the_context(tmp_path, tiny_checkpoint):
+    suite = tmp_path / "long.yaml"
+    suite.write_text("name: long\nwarmup: 0\nprompts:\n  - {id: ok, text: Hello}\n"
+                     f"  - {{id: huge, text: \"{'word ' * 400}\"}}\n")
+    result = harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "r", "--no-report")
+    assert_one_line_error(result, "prompt 'huge'", "context is 64", "shorten the prompt")
+    assert len(load_run(tmp_path / "r").samples) == 1  # the sample made before the bad prompt is kept
+
+
+def test_max_new_tokens_beyond_context_stops_at_the_context(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1, max_new=500)
+    harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "r", "--no-report", check=0)
+    for record in load_run(tmp_path / "r").samples:
+        assert record["stop_reason"] in ("eos", "context")
+        if record["stop_reason"] == "context":
+            assert record["prompt_tokens"] + len(record["output_ids"]) == 64
+
+
+def test_existing_output_directory_is_never_overwritten(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", "tinylm:random/2.5m", "--out", out)
+    assert_one_line_error(result, "not empty")
+    assert (out / "precious.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_resume_with_a_different_suite_is_refused(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r", "--no-report", check=0)
+    before = (tmp_path / "r" / "samples.jsonl").read_text()
+    other = write_suite(tmp_path, name="t", n_prompts=2, samples=1)
+    assert_one_line_error(harness("run", other, "--resume", tmp_path / "r"), "different suite")
+    assert (tmp_path / "r" / "samples.jsonl").read_text() == before
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    result = harness("run", suite, "--models", "a", "b")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert_one_line_error(harness("run", suite), "--models is required")
+    assert_one_line_error(harness("run", suite, "--models", "2.5m", "--shard", "3/2"), "--shard")
+    assert_one_line_error(harness("run", suite, "--models", "2.5m", "--model-option", "novalue"), "KEY=VALUE")
