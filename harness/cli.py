@@ -42,6 +42,7 @@ def run(
     shard: Annotated[Optional[str], typer.Option(help="Run only share K/N of the work, e.g. 2/8.")] = None,
     report: Annotated[bool, typer.Option(help="Write an HTML report at the end.")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hub models that ship their own code.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decode step (CUDA graphs on CUDA).")] = False,
     dtype: Annotated[str, typer.Option(help="Weights dtype for backends that support it: float32, float16, bfloat16.")] = "float32",
     model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -70,7 +71,7 @@ def run(
         resolve_backend(spec, registry)
     options = RunOptions(device=device, threads=threads, batch_size=batch_size,
                          shard=Shard.parse(shard) if shard else None, trust_remote_code=trust_remote_code,
-                         progress=progress, dtype=dtype, model_options=_parse_options(model_option or []))
+                         progress=progress, dtype=dtype, compile=compile, model_options=_parse_options(model_option or []))
     if resume is not None:
         run_dir = resume
         if not (resume / "manifest.json").is_file():

@@ -170,10 +170,16 @@ class LLM(nn.Module):
         The same math as ``forward`` in eval mode, written with functional calls only: at batch 1 a
         tiny model's decode time is dominated by per-call Python overhead, not arithmetic, and skipping
         module dispatch and no-op dropouts is what brings it close to the bare matrix-vector floor.
+        After ``compile_decode()`` it runs the static-shape variant through ``torch.compile`` instead.
         """
         pos = cache.length
         if pos >= self.config.max_seq_len:
             raise ValueError(f"sequence of {pos + 1} tokens exceeds the context of {self.config.max_seq_len}")
+        compiled = self.__dict__.get("_compiled_step")
+        if compiled is not None:
+            logits = compiled(token, torch.tensor(pos, device=token.device), cache.k, cache.v)
+            cache.length = pos + 1
+            return logits
         B = token.shape[0]
         H, D = self.config.n_heads, self.config.head_dim
         x = F.embedding(token, self.tok_emb.weight) + self.pos_emb.weight[pos]
@@ -192,3 +198,37 @@ class LLM(nn.Module):
         cache.length = pos + 1
         x = F.rms_norm(x[:, 0], self.norm.normalized_shape, self.norm.weight, self.norm.eps)
         return F.linear(x, self.head.weight)
+
+    def decode_step_static(self, token: torch.Tensor, pos: torch.Tensor, cache_k: torch.Tensor,
+                           cache_v: torch.Tensor) -> torch.Tensor:
+        """``decode_step`` with every shape fixed: the position is a tensor and attention spans the
+        whole cache under a mask, so ``torch.compile`` traces it once and, on CUDA, can replay it as a
+        CUDA graph instead of recompiling for every position."""
+        B = token.shape[0]
+        H, D = self.config.n_heads, self.config.head_dim
+        slots = cache_k.shape[3]
+        x = F.embedding(token, self.tok_emb.weight) + F.embedding(pos.view(1, 1), self.pos_emb.weight)
+        mask = (torch.arange(slots, device=token.device) <= pos).view(1, 1, 1, slots)
+        for layer, block in enumerate(self.blocks):
+            attn, ffn = block.attn, block.ffn
+            h = F.rms_norm(x, block.attn_norm.normalized_shape, block.attn_norm.weight, block.attn_norm.eps)
+            q, k, v = F.linear(h, attn.qkv.weight).view(B, 1, 3, H, D).unbind(2)
+            cache_k[layer].index_copy_(2, pos.view(1), k.transpose(1, 2))
+            cache_v[layer].index_copy_(2, pos.view(1), v.transpose(1, 2))
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), cache_k[layer], cache_v[layer], attn_mask=mask)
+            x = x + F.linear(y.view(B, 1, H * D), attn.proj.weight)
+            h = F.rms_norm(x, block.ffn_norm.normalized_shape, block.ffn_norm.weight, block.ffn_norm.eps)
+            gate, up = F.linear(h, ffn.gate_up.weight).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, ffn.down.weight)
+        x = F.rms_norm(x[:, 0], self.norm.normalized_shape, self.norm.weight, self.norm.eps)
+        return F.linear(x, self.head.weight)
+
+    def compile_decode(self, mode: str | None = None) -> None:
+        """Route ``decode_step`` through ``torch.compile`` of the static-shape step.
+
+        ``mode`` defaults to ``"reduce-overhead"`` (CUDA graphs) on CUDA and inductor's default on CPU.
+        The first calls pay the compilation (seconds); warmup generations absorb it.
+        """
+        if mode is None:
+            mode = "reduce-overhead" if self.tok_emb.weight.device.type == "cuda" else "default"
+        self.__dict__["_compiled_step"] = torch.compile(self.decode_step_static, mode=mode, dynamic=False)

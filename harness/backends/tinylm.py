@@ -161,6 +161,13 @@ class TinyLMBackend:
         return spec.lower() in PRESETS or is_checkpoint_dir(Path(spec))
 
     def load(self, spec: str, options: LoadOptions) -> TinyLMModel:
+        model = self._load(spec, options)
+        if options.compile:
+            model.model.compile_decode()
+            model.info.extra["compiled"] = True
+        return model
+
+    def _load(self, spec: str, options: LoadOptions) -> TinyLMModel:
         device = resolve_device(options.device)
         target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
         if target.startswith(RANDOM_PREFIX):

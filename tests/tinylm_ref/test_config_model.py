@@ -47,3 +47,23 @@ def test_forward_rejects_sequences_beyond_context():
     model = LLM(ModelConfig(vocab_size=16, dim=8, n_layers=1, n_heads=2, ffn_dim=16, max_seq_len=4))
     with pytest.raises(ValueError, match="exceeds the context"):
         model(torch.zeros(1, 5, dtype=torch.long))
+
+
+def test_compiled_static_decode_step_gives_the_eager_tokens():
+    from tinylm_ref.sampling import generate
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=48)
+    model = LLM(cfg).eval()
+    eager = generate(model, [1, 5, 9], 30, 0.8, 10, torch.Generator().manual_seed(3), eos_id=None)
+    with torch.no_grad():  # the static step matches the dynamic one before compiling
+        c1, c2 = model.new_cache(1), model.new_cache(1)
+        model(torch.tensor([[1, 5]]), cache=c1)
+        model(torch.tensor([[1, 5]]), cache=c2)
+        a = model.decode_step(torch.tensor([[9]]), c1)
+        b = model.decode_step_static(torch.tensor([[9]]), torch.tensor(2), c2.k, c2.v)
+    assert torch.allclose(a, b, atol=1e-5)
+    model.compile_decode()
+    compiled = generate(model, [1, 5, 9], 30, 0.8, 10, torch.Generator().manual_seed(3), eos_id=None)
+    assert compiled.tokens == eager.tokens
+    assert max(abs(x - y) for x, y in zip(compiled.logprobs, eager.logprobs)) < 1e-4
