@@ -15,6 +15,10 @@ Scenarios (gates.md §7):
   shared multiplicative shift (``--run-noise``, default 3%: a noisy neighbour or clock change moves a
   whole run) on top of per-sample noise (``--sample-noise``, 5%). Compared by rounds (5 vs 5, round
   medians, Mann-Whitney U) and, for contrast, by a single run per side with a per-sample test.
+* **seeded pairs** (``--paired-run``): in CI the candidate reuses the baseline's seeds, so paired
+  samples are correlated even when the model or sampling code changed. Given a second run of the same
+  prompts with a small change (e.g. temperature 0.80 → 0.82), trials pair each baseline sample with the
+  same (prompt, sample index) of that run, rescaled to equal means, and inject the repetition rise.
 * **power**: an injected 10% TPS drop (rounds) and a 20% rise in repetition rate (one run per side,
   paired by prompt), each at ``--samples`` samples per model (100 = the tinystories suite), plus
   changes at and well below the tolerance, where the gate should fire about half the time and almost never.
@@ -41,7 +45,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,7 @@ class Pool:
     source: str
     metas: dict[str, MetricMeta]
     records: list[tuple[str, dict[str, float]]]  # (prompt id, metric -> value) for every sample
+    keys: list[tuple[str, int]] = field(default_factory=list)  # (prompt id, sample index) of each record, if known
 
     @property
     def by_prompt(self) -> dict[str, list[dict[str, float]]]:
@@ -79,13 +84,30 @@ def real_pool(run_dir: Path, model: str | None) -> Pool:
         sys.exit(f"error: {run_dir} has no model {model!r}; it has {', '.join(side.model_names)}")
     rnd = side.rounds[0]
     per_metric = rnd.samples.get(model, {})
-    records = []
-    for key in rnd.keys.get(model, []):
+    records, keys = [], rnd.keys.get(model, [])
+    for key in keys:
         values = {m: v[key] for m, v in per_metric.items() if v.get(key) is not None}
         records.append((key[0], values))
     metas = {m: meta for m, meta in side.metrics.items() if meta.level == "sample" and m in per_metric}
     return Pool(f"real run {run_dir} (model {model!r}, {len(records)} samples, "
-                f"{len({p for p, _ in records})} prompts)", metas, records)
+                f"{len({p for p, _ in records})} prompts)", metas, records, list(keys))
+
+
+def seeded_pairs(first: Pool, second: Pool) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Samples with the same (prompt id, sample index), hence the same seed, in two runs.
+
+    The second run differs a little (another temperature, dtype or checkpoint); each of its metrics is
+    rescaled to the first run's mean, so that before an injection the two sides do not differ on average.
+    """
+    second_by_key = {key: values for key, (_, values) in zip(second.keys, second.records, strict=True)}
+    pairs = [(values, second_by_key[key]) for key, (_, values) in zip(first.keys, first.records, strict=True)
+             if key in second_by_key]
+    factors = {}
+    for metric in first.metas:
+        both = [(a[metric], b[metric]) for a, b in pairs if metric in a and metric in b]
+        mean_b = float(np.mean([b for _, b in both])) if both else 0.0
+        factors[metric] = float(np.mean([a for a, _ in both])) / mean_b if mean_b else 1.0
+    return [(dict(a), {m: v * factors.get(m, 1.0) for m, v in b.items()}) for a, b in pairs]
 
 
 def synthetic_pool(seed: int = 12345, prompts: int = 100, per_prompt: int = 4) -> Pool:
@@ -149,6 +171,15 @@ def draw_quality_pair(pool: Pool, rng: np.random.Generator, n: int) -> tuple[dic
     return base, cand
 
 
+def draw_seeded_pair(pairs: list, rng: np.random.Generator, n: int) -> tuple[dict, dict]:
+    """n seeded pairs drawn with replacement: baseline from the first run, candidate from the second."""
+    base, cand = {}, {}
+    for i in range(n):
+        first, second = pairs[rng.integers(len(pairs))]
+        base[(f"s{i:04d}", 0)], cand[(f"s{i:04d}", 0)] = dict(first), dict(second)
+    return base, cand
+
+
 def change(samples: dict, metric: str, factor: float, add: float, cap: float | None) -> None:
     """Inject a regression into the candidate: every sample's value × factor + add (capped for fractions)."""
     for values in samples.values():
@@ -190,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a real run directory to resample per-sample values from")
     parser.add_argument("--model", help="model in --run (default: the first)")
+    parser.add_argument("--paired-run", type=Path,
+                        help="a second run of the same prompts and seeds with a small change: adds seeded-pair scenarios")
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--samples", type=int, default=100, help="samples per model per run (tinystories: 100)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -218,13 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     results, started = [], time.perf_counter()
 
     def quality_trials(name: str, metric: str | None, factor: float, target: str, want: str, add_share: float = 0.0,
-                       gate_metrics: list[str] | None = None) -> None:
-        """``factor`` multiplies each candidate sample; ``add_share`` adds that share of the pool mean to each."""
+                       gate_metrics: list[str] | None = None, pairs: list | None = None) -> None:
+        """``factor`` multiplies each candidate sample; ``add_share`` adds that share of the pool mean to each.
+
+        With ``pairs`` (from --paired-run) the two sides are seeded pairs instead of fresh draws.
+        """
         cap = 1.0 if metric and max(v.get(metric, 0) for _, v in pool.records) <= 1 else None
         add = add_share * float(np.mean([v[metric] for _, v in pool.records if metric in v])) if metric else 0.0
         hits, realised = 0, []
         for _ in range(trials):
-            base, cand = draw_quality_pair(pool, rng, n)
+            base, cand = draw_seeded_pair(pairs, rng, n) if pairs else draw_quality_pair(pool, rng, n)
             if metric:
                 before = np.mean([v[metric] for v in cand.values() if metric in v])
                 change(cand, metric, factor, add, cap)
@@ -282,6 +318,21 @@ def main(argv: list[str] | None = None) -> int:
         if metric in quality:
             for factor in factors:
                 quality_trials(f"{metric} {factor - 1:+.1%}, 1 run per side", metric, factor, "(info)", "")
+    if args.paired_run:
+        pairs = seeded_pairs(pool, real_pool(args.paired_run, args.model))
+        reps = np.array([(a["repetition_rate"], b["repetition_rate"]) for a, b in pairs
+                         if "repetition_rate" in a and "repetition_rate" in b])
+        corr = float(np.corrcoef(reps.T)[0, 1]) if len(reps) > 2 else float("nan")
+        print(f"\nSeeded pairs: baseline from --run, candidate = same prompt and sample index (same seed) from "
+              f"{args.paired_run} rescaled to equal means ({len(pairs)} pairs; repetition_rate correlation {corr:.2f}):")
+        # Only repetition_rate: the second run's other metrics differ in shape, not just in mean, so a
+        # mean-rescaled seeded pair is a fair "no change" for the metric under test only.
+        quality_trials("repetition_rate, no change (fails of this metric, all gated)", "repetition_rate", 1.0,
+                       f"<= {args.alpha:.0%}", "fa", pairs=pairs)
+        quality_trials("repetition_rate +20%: each sample x1.2 (all, Holm)", "repetition_rate", 1.20, ">= 90%",
+                       "power", pairs=pairs)
+        quality_trials("repetition_rate +20%: each sample +20% of the mean (all, Holm)", "repetition_rate", 1.0,
+                       ">= 90%", "power", add_share=0.20, pairs=pairs)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"data": pool.source, "args": {k: str(v) for k, v in vars(args).items()},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -55,7 +57,7 @@ def describe_environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_name(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "device": device,
         "threads": torch.get_num_threads(),
@@ -66,10 +68,8 @@ def describe_environment(device: str) -> dict[str, Any]:
 
 def reset_peak_rss() -> None:
     """Reset the kernel's peak-RSS counter (Linux), so each model's peak is its own."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_mb() -> float | None:

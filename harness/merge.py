@@ -29,7 +29,7 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
             raise UserError(f"{run.path}: models {run.models} differ from {first.path} {first.models}")
     shards = [run.manifest.get("shard") for run in runs]
     if any(s is None for s in shards):
-        bad = next(run.path for run, s in zip(runs, shards) if s is None)
+        bad = next(run.path for run, s in zip(runs, shards, strict=True) if s is None)
         raise UserError(f"{bad}: not a shard run (no --shard); merge only directories made with --shard K/N")
     counts = {s["count"] for s in shards}
     if len(counts) != 1:
@@ -69,7 +69,7 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     manifest["merged_from"] = [{"path": str(run.path), "shard": run.manifest["shard"], "run_id": run.manifest["run_id"],
                                 "environment": run.manifest["environment"]} for run in runs]
     manifest["models"] = []
-    for index, name in enumerate(first.models):
+    for index in range(len(first.models)):
         entries = [run.manifest["models"][index] for run in runs]
         failed = [e for e in entries if e["status"] == "failed"]
         manifest["models"].append({**entries[0], "status": "failed" if failed else "ok",

@@ -258,9 +258,9 @@ class SuiteRun:
                     generations = model.generate_batch(prompt_ids, self.sampling, generators)
                     generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
                 else:  # batch 1, or a backend without a batched path: one at a time
-                    generations = [model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators)]
+                    generations = [model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)]
                     generation_ns += sum(g.end_ns - g.start_ns for g in generations)
-                for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations):
+                for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations, strict=True):
                     values, errors = self._sample_metrics(generation, ids, model, resources)
                     record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
                     out.append(record)

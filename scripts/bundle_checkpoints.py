@@ -43,7 +43,8 @@ def bundle(preset: str, run: Path, valid: Path) -> dict:
     shutil.copy(run / "best" / "tokenizer.json", out / "tokenizer.json")
     shutil.copy(run / "loss_log.csv", out / "loss_log.csv")
     recipe = json.loads((run / "recipe.json").read_text())
-    rows = list(csv.DictReader(open(run / "loss_log.csv")))
+    with open(run / "loss_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     best = min(rows, key=lambda r: float(r["val_loss"]))
     model = load_directory(out, preset, torch.device("cpu"))  # what users get: the bf16 weights
     texts = list(iter_stories(valid))

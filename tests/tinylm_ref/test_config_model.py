@@ -66,4 +66,4 @@ def test_compiled_static_decode_step_gives_the_eager_tokens():
     model.compile_decode()
     compiled = generate(model, [1, 5, 9], 30, 0.8, 10, torch.Generator().manual_seed(3), eos_id=None)
     assert compiled.tokens == eager.tokens
-    assert max(abs(x - y) for x, y in zip(compiled.logprobs, eager.logprobs)) < 1e-4
+    assert max(abs(x - y) for x, y in zip(compiled.logprobs, eager.logprobs, strict=True)) < 1e-4

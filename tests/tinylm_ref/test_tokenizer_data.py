@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tinylm_ref.data import TokenStream, iter_stories, tokenize_to_file
-from tinylm_ref.tokenizer import BOS, EOS, SPECIAL_TOKENS, decode, encode_story, load_tokenizer, train_tokenizer
+from tinylm_ref.tokenizer import BOS, EOS, SPECIAL_TOKENS, decode, encode_story, load_tokenizer
 
 ROUND_TRIP = [
     "Once upon a time, there was a little dog.",

@@ -2,14 +2,13 @@ import csv
 
 import torch
 
+from tests.conftest import TINY_CONFIG
 from tinylm_ref import LLM, ModelConfig, generate, load_checkpoint
 from tinylm_ref.checkpoint import save_weights
 from tinylm_ref.config import ModelConfig as Cfg
 from tinylm_ref.data import tokenize_to_file
 from tinylm_ref.tokenizer import EOS, special_id
 from tinylm_ref.train import TrainConfig, lr_at, train
-
-from tests.conftest import TINY_CONFIG
 
 
 def _log(path):
