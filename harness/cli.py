@@ -13,15 +13,18 @@ from rich.table import Table
 
 from harness.errors import UserError
 
-app = typer.Typer(help="Benchmark and evaluate tiny language models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Benchmark and evaluate tiny language models.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 suites_app = typer.Typer(help="Prompt suites.", no_args_is_help=True)
 app.add_typer(suites_app, name="suites")
 console = Console()
 err_console = Console(stderr=True)
 
-PluginsDir = Annotated[Optional[Path], typer.Option("--plugins-dir", help="Also load plugins from *.py files here.",
-                                                     envvar="HARNESS_PLUGINS_DIR")]
+PluginsDir = Annotated[
+    Optional[Path],
+    typer.Option("--plugins-dir", help="Also load plugins from *.py files here.", envvar="HARNESS_PLUGINS_DIR"),
+]
 
 
 def _registry(plugins_dir: Path | None):
@@ -34,7 +37,9 @@ def _registry(plugins_dir: Path | None):
 def run(
     suite: Annotated[Path, typer.Argument(help="Suite YAML file.")],
     models: Annotated[Optional[str], typer.Option(help="Comma-separated model specs, e.g. 10m,7m,hf:org/name.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory to create (default: ./runs/<suite>-<time>-<id>).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="Run directory to create (default: ./runs/<suite>-<time>-<id>).")
+    ] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Finish an interrupted run directory.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (overrides the suite).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (overrides the suite).")] = None,
@@ -42,9 +47,16 @@ def run(
     shard: Annotated[Optional[str], typer.Option(help="Run only share K/N of the work, e.g. 2/8.")] = None,
     report: Annotated[bool, typer.Option(help="Write an HTML report at the end.")] = True,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow Hub models that ship their own code.")] = False,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the decode step (CUDA graphs on CUDA).")] = False,
-    dtype: Annotated[str, typer.Option(help="Weights dtype for backends that support it: float32, float16, bfloat16.")] = "float32",
-    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false.")] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the decode step (CUDA graphs on CUDA).")
+    ] = False,
+    dtype: Annotated[
+        str, typer.Option(help="Weights dtype for backends that support it: float32, float16, bfloat16.")
+    ] = "float32",
+    model_option: Annotated[
+        Optional[list[str]],
+        typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     plugins_dir: PluginsDir = None,
 ) -> None:
@@ -68,9 +80,17 @@ def run(
 
     for spec in specs:  # fail fast on specs no backend recognises, before any directory exists
         resolve_backend(spec, registry)
-    options = RunOptions(device=device, threads=threads, batch_size=batch_size,
-                         shard=Shard.parse(shard) if shard else None, trust_remote_code=trust_remote_code,
-                         progress=progress, dtype=dtype, compile=compile, model_options=_parse_options(model_option or []))
+    options = RunOptions(
+        device=device,
+        threads=threads,
+        batch_size=batch_size,
+        shard=Shard.parse(shard) if shard else None,
+        trust_remote_code=trust_remote_code,
+        progress=progress,
+        dtype=dtype,
+        compile=compile,
+        model_options=_parse_options(model_option or []),
+    )
     if resume is not None:
         run_dir = resume
         if not (resume / "manifest.json").is_file():
@@ -91,8 +111,11 @@ def run(
         if outcome.status == "failed":
             err_console.print(f"error: {outcome.error}", highlight=False, soft_wrap=True, markup=False)
     if code == 130:
-        err_console.print(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}",
-                          soft_wrap=True, highlight=False)
+        err_console.print(
+            f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}",
+            soft_wrap=True,
+            highlight=False,
+        )
     elif report:
         _write_report(run_dir, registry)
     console.print(f"run directory: {run_dir}")
@@ -116,8 +139,11 @@ def _write_report(run_dir: Path, registry) -> None:
     try:
         path = write_report([run_dir], run_dir / "report.html", registry.report_sections)
     except Exception as exc:
-        err_console.print(f"warning: the HTML report failed ({exc.__class__.__name__}: {exc}); "
-                          f"results are intact; retry with: harness report {run_dir}", highlight=False)
+        err_console.print(
+            f"warning: the HTML report failed ({exc.__class__.__name__}: {exc}); "
+            f"results are intact; retry with: harness report {run_dir}",
+            highlight=False,
+        )
         return
     console.print(f"report: {path}")
 
@@ -131,8 +157,11 @@ def suites_validate(files: Annotated[list[Path], typer.Argument(help="Suite YAML
     for path in files:
         try:
             loaded = load_suite(path)
-            console.print(f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
-                          f"sha256 {loaded.sha256[:12]})", highlight=False)
+            console.print(
+                f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
+                f"sha256 {loaded.sha256[:12]})",
+                highlight=False,
+            )
         except UserError as exc:
             err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
             failed = True

@@ -12,8 +12,21 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("tinylm-harness", "torch", "tokenizers", "transformers", "huggingface-hub", "safetensors", "pluggy",
-            "numpy", "pandas", "scipy", "plotly", "typer", "pydantic")
+PACKAGES = (
+    "tinylm-harness",
+    "torch",
+    "tokenizers",
+    "transformers",
+    "huggingface-hub",
+    "safetensors",
+    "pluggy",
+    "numpy",
+    "pandas",
+    "scipy",
+    "plotly",
+    "typer",
+    "pydantic",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -42,8 +55,13 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
         try:
             commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
             if commit.returncode == 0:
-                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                                       capture_output=True, text=True, timeout=5)
+                dirty = subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no"],
+                    cwd=where,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
         except (OSError, subprocess.SubprocessError):
             continue

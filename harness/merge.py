@@ -23,8 +23,10 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     first = runs[0]
     for run in runs[1:]:
         if run.suite_sha256 != first.suite_sha256:
-            raise UserError(f"{run.path}: suite hash {run.suite_sha256[:12]} differs from {first.path} "
-                            f"({first.suite_sha256[:12]}); merge shards of one suite only")
+            raise UserError(
+                f"{run.path}: suite hash {run.suite_sha256[:12]} differs from {first.path} "
+                f"({first.suite_sha256[:12]}); merge shards of one suite only"
+            )
         if run.models != first.models:
             raise UserError(f"{run.path}: models {run.models} differ from {first.path} {first.models}")
     shards = [run.manifest.get("shard") for run in runs]
@@ -40,16 +42,26 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
         raise UserError(f"shards {indices} do not cover 1..{count} exactly once; add the missing shard directories")
     for run in runs:
         if run.manifest.get("status") not in ("complete", "complete_with_failures"):
-            raise UserError(f"{run.path}: status {run.manifest.get('status')!r}; finish it with 'harness run --resume' first")
+            raise UserError(
+                f"{run.path}: status {run.manifest.get('status')!r}; finish it with 'harness run --resume' first"
+            )
     if out.exists() and any(out.iterdir()):
         raise UserError(f"-o {out}: directory exists and is not empty; choose a new path")
     out.mkdir(parents=True, exist_ok=True)
 
-    order = {(m, p["id"], i): n for n, (m, p, i) in enumerate(
-        (m, p, i) for m in first.models for p in first.manifest["suite"]["definition"]["prompts"]
-        for i in range(first.manifest["suite"]["samples_per_prompt"]))}
-    samples = sorted((s for run in runs for s in run.samples),
-                     key=lambda r: order.get((r["model"], r["prompt_id"], r["sample_index"]), len(order)))
+    order = {
+        (m, p["id"], i): n
+        for n, (m, p, i) in enumerate(
+            (m, p, i)
+            for m in first.models
+            for p in first.manifest["suite"]["definition"]["prompts"]
+            for i in range(first.manifest["suite"]["samples_per_prompt"])
+        )
+    }
+    samples = sorted(
+        (s for run in runs for s in run.samples),
+        key=lambda r: order.get((r["model"], r["prompt_id"], r["sample_index"]), len(order)),
+    )
     keys = [(r["model"], r["prompt_id"], r["sample_index"]) for r in samples]
     if len(set(keys)) != len(keys):
         raise UserError("the shards contain the same sample twice; were they made with different --shard splits?")
@@ -66,18 +78,32 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     manifest = dict(first.manifest)
     manifest["run_id"] = out.name
     manifest["shard"] = None
-    manifest["merged_from"] = [{"path": str(run.path), "shard": run.manifest["shard"], "run_id": run.manifest["run_id"],
-                                "environment": run.manifest["environment"]} for run in runs]
+    manifest["merged_from"] = [
+        {
+            "path": str(run.path),
+            "shard": run.manifest["shard"],
+            "run_id": run.manifest["run_id"],
+            "environment": run.manifest["environment"],
+        }
+        for run in runs
+    ]
     manifest["models"] = []
     for index in range(len(first.models)):
         entries = [run.manifest["models"][index] for run in runs]
         failed = [e for e in entries if e["status"] == "failed"]
-        manifest["models"].append({**entries[0], "status": "failed" if failed else "ok",
-                                   "error": failed[0]["error"] if failed else None,
-                                   "wall_s": round(sum(e.get("wall_s") or 0 for e in entries), 3)})
+        manifest["models"].append(
+            {
+                **entries[0],
+                "status": "failed" if failed else "ok",
+                "error": failed[0]["error"] if failed else None,
+                "wall_s": round(sum(e.get("wall_s") or 0 for e in entries), 3),
+            }
+        )
     manifest["created_at"] = min(run.manifest["created_at"] for run in runs)
     manifest["finished_at"] = max(run.manifest.get("finished_at") or "" for run in runs)
-    manifest["status"] = "complete" if all(m["status"] == "ok" for m in manifest["models"]) else "complete_with_failures"
+    manifest["status"] = (
+        "complete" if all(m["status"] == "ok" for m in manifest["models"]) else "complete_with_failures"
+    )
     rundir.write_json_atomic(out / rundir.MANIFEST, manifest)
     merged = rundir.load_run(out)
     summary = summarize(merged)

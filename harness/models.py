@@ -16,8 +16,10 @@ def split_spec(spec: str, registry: Registry) -> tuple[str | None, str]:
         if prefix in registry.backends:
             return prefix, spec
         if len(prefix) > 1 and "/" not in prefix and "\\" not in prefix:  # 'C:' drive letters are not prefixes
-            raise UserError(f"model {spec}: unknown backend {prefix!r}{did_you_mean(prefix, registry.backends)}; "
-                            f"known: {', '.join(registry.backends)}")
+            raise UserError(
+                f"model {spec}: unknown backend {prefix!r}{did_you_mean(prefix, registry.backends)}; "
+                f"known: {', '.join(registry.backends)}"
+            )
     return None, spec
 
 
@@ -29,8 +31,9 @@ def resolve_backend(spec: str, registry: Registry):
         if backend.claims(spec):
             return backend
     aliases = [s for b in registry.backends.values() for s, _ in b.available()]
-    raise UserError(f"model {spec!r}: no backend recognises it{did_you_mean(spec, aliases)}; "
-                    "'harness models' lists valid specs")
+    raise UserError(
+        f"model {spec!r}: no backend recognises it{did_you_mean(spec, aliases)}; 'harness models' lists valid specs"
+    )
 
 
 def load_model(spec: str, registry: Registry, options: LoadOptions, name: str | None = None) -> Model:

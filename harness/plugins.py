@@ -69,7 +69,9 @@ def _register_callback(registry: Registry, kind: str, plugin: str):
             raise UserError(f"plugin {plugin!r} registered a {kind} without a name")
         key = (kind, name)
         if key in registry.owner:
-            raise UserError(f"{kind} {name!r} is registered by two plugins: {registry.owner[key]!r} and {plugin!r}; uninstall or rename one")
+            raise UserError(
+                f"{kind} {name!r} is registered by two plugins: {registry.owner[key]!r} and {plugin!r}; uninstall or rename one"
+            )
         registry.owner[key] = plugin
         if kind == "backend":
             registry.backends[name] = item
@@ -78,6 +80,7 @@ def _register_callback(registry: Registry, kind: str, plugin: str):
         else:
             registry.report_sections.append(item)
         registry.plugins[plugin].registered.append(f"{kind}:{name}")
+
     return register
 
 
@@ -124,16 +127,22 @@ def build_registry(plugins_dir: Path | None = None) -> Registry:
         except Exception as exc:  # a broken third-party plugin must not take the run down
             if origin == "builtin" and not name.endswith(".hf"):
                 raise
-            warnings.warn(f"plugin {name!r} ({origin}) failed to load and is skipped: {exc.__class__.__name__}: {exc}",
-                          PluginLoadWarning, stacklevel=2)
+            warnings.warn(
+                f"plugin {name!r} ({origin}) failed to load and is skipped: {exc.__class__.__name__}: {exc}",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
             continue
         registry.plugins[name] = PluginInfo(name=name, origin=origin, version=version)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise UserError(f"plugin {exc.plugin!r} implements a hook that does not exist: {exc}") from exc
-    for hook_name, kind in (("register_backends", "backend"), ("register_metrics", "metric"),
-                            ("register_report_sections", "section")):
+    for hook_name, kind in (
+        ("register_backends", "backend"),
+        ("register_metrics", "metric"),
+        ("register_report_sections", "section"),
+    ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
             impl.function(register=_register_callback(registry, kind, impl.plugin_name))
     return registry

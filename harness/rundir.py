@@ -23,7 +23,13 @@ import pandas as pd
 from harness.errors import UserError
 
 MANIFEST, SAMPLES, MODEL_METRICS, METRICS, SUMMARY_JSON, SUMMARY_CSV = (
-    "manifest.json", "samples.jsonl", "model_metrics.jsonl", "metrics.json", "summary.json", "summary.csv")
+    "manifest.json",
+    "samples.jsonl",
+    "model_metrics.jsonl",
+    "metrics.json",
+    "summary.json",
+    "summary.csv",
+)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -105,8 +111,20 @@ class Run:
         """One row per sample: identifiers plus one column per sample-level metric (NaN = missing)."""
         rows = []
         for record in self.samples:
-            row = {k: record.get(k) for k in ("model", "prompt_id", "category", "sample_index", "seed",
-                                               "prompt_text", "output_text", "eos_hit", "batched")}
+            row = {
+                k: record.get(k)
+                for k in (
+                    "model",
+                    "prompt_id",
+                    "category",
+                    "sample_index",
+                    "seed",
+                    "prompt_text",
+                    "output_text",
+                    "eos_hit",
+                    "batched",
+                )
+            }
             row.update({name: (float("nan") if value is None else value) for name, value in record["metrics"].items()})
             rows.append(row)
         return pd.DataFrame(rows)
@@ -124,5 +142,10 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{manifest_path}: invalid JSON ({exc.msg})") from exc
     metrics_path = path / METRICS
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
-    return Run(path=path, manifest=manifest, samples=list(iter_jsonl(path / SAMPLES)),
-               model_metrics=list(iter_jsonl(path / MODEL_METRICS)), metrics=metrics)
+    return Run(
+        path=path,
+        manifest=manifest,
+        samples=list(iter_jsonl(path / SAMPLES)),
+        model_metrics=list(iter_jsonl(path / MODEL_METRICS)),
+        metrics=metrics,
+    )

@@ -113,9 +113,23 @@ def _now() -> str:
 class SuiteRun:
     """One execution of a suite, writing into one run directory."""
 
-    def __init__(self, loaded: LoadedSuite, model_specs: list[str], out_dir: Path, registry: Registry,
-                 options: RunOptions, console: Console, resume: bool = False) -> None:
-        self.loaded, self.suite, self.registry, self.options, self.console = loaded, loaded.suite, registry, options, console
+    def __init__(
+        self,
+        loaded: LoadedSuite,
+        model_specs: list[str],
+        out_dir: Path,
+        registry: Registry,
+        options: RunOptions,
+        console: Console,
+        resume: bool = False,
+    ) -> None:
+        self.loaded, self.suite, self.registry, self.options, self.console = (
+            loaded,
+            loaded.suite,
+            registry,
+            options,
+            console,
+        )
         self.model_specs, self.dir, self.resume = model_specs, out_dir, resume
         self.sampling = self.suite.sampling.params()
         self.device = options.device or self.suite.device
@@ -124,15 +138,22 @@ class SuiteRun:
         self.manifest: dict[str, Any] = {}
 
     def _available_resources(self) -> set[str]:
-        return {name for name, present in (("reference_texts", self.suite.reference), ("judge", self.suite.judge)) if present}
+        return {
+            name
+            for name, present in (("reference_texts", self.suite.reference), ("judge", self.suite.judge))
+            if present
+        }
 
     def _select_metrics(self) -> dict[str, tuple[Metric, dict[str, Any]]]:
         """The suite's metrics, or every default metric whose resources the suite provides."""
         available = self._available_resources()
         requested = self.suite.metric_options()
         if requested is None:
-            requested = {name: {} for name, metric in self.registry.metrics.items()
-                         if set(metric.requires) <= available and (metric.default or metric.requires)}
+            requested = {
+                name: {}
+                for name, metric in self.registry.metrics.items()
+                if set(metric.requires) <= available and (metric.default or metric.requires)
+            }
         selected = {}
         for name, metric_options in requested.items():
             try:
@@ -142,26 +163,44 @@ class SuiteRun:
             missing = set(metric.requires) - available
             if missing:
                 field_name = {"reference_texts": "reference", "judge": "judge"}
-                raise UserError(f"{self.loaded.path}: metric {name!r} needs the suite field(s) "
-                                f"{sorted(field_name.get(m, m) for m in missing)}; add them or drop the metric")
+                raise UserError(
+                    f"{self.loaded.path}: metric {name!r} needs the suite field(s) "
+                    f"{sorted(field_name.get(m, m) for m in missing)}; add them or drop the metric"
+                )
             selected[name] = (metric, metric_options)
         return selected
 
     # ---------------------------------------------------------------- manifest
     def _initial_manifest(self) -> dict[str, Any]:
         return {
-            "format_version": FORMAT_VERSION, "run_id": self.dir.name, "status": "running",
-            "created_at": _now(), "finished_at": None, "command": self.options.command,
-            "suite": {"name": self.suite.name, "path": str(self.loaded.path), "sha256": self.loaded.sha256,
-                      "prompts_sha256": self.loaded.prompts_sha256, "n_prompts": len(self.loaded.prompts),
-                      "samples_per_prompt": self.suite.samples_per_prompt,
-                      "sampling": self.suite.sampling.model_dump(), "warmup": self.suite.warmup,
-                      "definition": {**self.suite.model_dump(exclude={"prompts"}),
-                                     "prompts": [p.model_dump() for p in self.loaded.prompts]}},
-            "models": [{"name": spec, "spec": spec, "status": "pending", "error": None, "info": None}
-                       for spec in self.model_specs],
+            "format_version": FORMAT_VERSION,
+            "run_id": self.dir.name,
+            "status": "running",
+            "created_at": _now(),
+            "finished_at": None,
+            "command": self.options.command,
+            "suite": {
+                "name": self.suite.name,
+                "path": str(self.loaded.path),
+                "sha256": self.loaded.sha256,
+                "prompts_sha256": self.loaded.prompts_sha256,
+                "n_prompts": len(self.loaded.prompts),
+                "samples_per_prompt": self.suite.samples_per_prompt,
+                "sampling": self.suite.sampling.model_dump(),
+                "warmup": self.suite.warmup,
+                "definition": {
+                    **self.suite.model_dump(exclude={"prompts"}),
+                    "prompts": [p.model_dump() for p in self.loaded.prompts],
+                },
+            },
+            "models": [
+                {"name": spec, "spec": spec, "status": "pending", "error": None, "info": None}
+                for spec in self.model_specs
+            ],
             "batch_size": self.options.batch_size,
-            "shard": None if self.options.shard is None else {"index": self.options.shard.index, "count": self.options.shard.count},
+            "shard": None
+            if self.options.shard is None
+            else {"index": self.options.shard.index, "count": self.options.shard.count},
             "environment": describe_environment(self.device),
         }
 
@@ -178,15 +217,22 @@ class SuiteRun:
                 if self.options.shard is None or self.options.shard.owns(model, prompt.id, sample_index):
                     yield prompt, sample_index
 
-    def _sample_metrics(self, generation: Any, prompt_ids: list[int], model: Model,
-                        resources: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, str]]:
+    def _sample_metrics(
+        self, generation: Any, prompt_ids: list[int], model: Model, resources: dict[str, Any]
+    ) -> tuple[dict[str, float | None], dict[str, str]]:
         values: dict[str, float | None] = {}
         errors: dict[str, str] = {}
         for name, (metric, metric_options) in self.metrics.items():
             if metric.compute is None:
                 continue
-            ctx = SampleContext(generation=generation, prompt_ids=prompt_ids, model=model, sampling=self.sampling,
-                                options=metric_options, resources=resources)
+            ctx = SampleContext(
+                generation=generation,
+                prompt_ids=prompt_ids,
+                model=model,
+                sampling=self.sampling,
+                options=metric_options,
+                resources=resources,
+            )
             try:
                 values[name] = as_float(metric.compute(ctx))
             except Exception as exc:  # one metric failing must not cost the sample or the others
@@ -194,20 +240,38 @@ class SuiteRun:
                 errors[name] = f"{exc.__class__.__name__}: {exc}"
         return values, errors
 
-    def _record(self, model: Model, prompt: Prompt, sample_index: int, seed: int, prompt_ids: list[int],
-                generation: Any, values: dict[str, float | None], errors: dict[str, str]) -> dict[str, Any]:
+    def _record(
+        self,
+        model: Model,
+        prompt: Prompt,
+        sample_index: int,
+        seed: int,
+        prompt_ids: list[int],
+        generation: Any,
+        values: dict[str, float | None],
+        errors: dict[str, str],
+    ) -> dict[str, Any]:
         start = generation.start_ns
         return {
-            "suite": self.suite.name, "model": model.info.name, "prompt_id": prompt.id, "category": prompt.category,
-            "sample_index": sample_index, "seed": seed, "prompt_text": prompt.text, "prompt_tokens": len(prompt_ids),
-            "output_text": model.decode(generation.tokens), "output_ids": list(generation.tokens),
-            "eos_hit": bool(generation.eos_hit), "stop_reason": generation.stop_reason,
+            "suite": self.suite.name,
+            "model": model.info.name,
+            "prompt_id": prompt.id,
+            "category": prompt.category,
+            "sample_index": sample_index,
+            "seed": seed,
+            "prompt_text": prompt.text,
+            "prompt_tokens": len(prompt_ids),
+            "output_text": model.decode(generation.tokens),
+            "output_ids": list(generation.tokens),
+            "eos_hit": bool(generation.eos_hit),
+            "stop_reason": generation.stop_reason,
             "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],
             "end_ms": round((generation.end_ns - start) / 1e6, 4),
             "logprobs": [round(lp, 6) if math.isfinite(lp) else None for lp in generation.logprobs],
             "batched": self.options.batch_size > 1,
             "flags": ["nonfinite"] if generation.nonfinite else [],
-            "metrics": values, "metric_errors": errors,
+            "metrics": values,
+            "metric_errors": errors,
         }
 
     def _resources(self) -> dict[str, Any]:
@@ -219,17 +283,29 @@ class SuiteRun:
         return resources
 
     def _load_options(self) -> LoadOptions:
-        return LoadOptions(device=self.device, threads=self.options.threads or self.suite.threads, dtype=self.options.dtype,
-                           trust_remote_code=self.options.trust_remote_code, compile=self.options.compile,
-                           extra=dict(self.options.model_options))
+        return LoadOptions(
+            device=self.device,
+            threads=self.options.threads or self.suite.threads,
+            dtype=self.options.dtype,
+            trust_remote_code=self.options.trust_remote_code,
+            compile=self.options.compile,
+            extra=dict(self.options.model_options),
+        )
 
     def _warmup(self, model: Model) -> None:
         ids = model.encode(WARMUP_PROMPT)
         for i in range(self.suite.warmup):
             model.generate(ids, self.sampling, torch.Generator(device="cpu").manual_seed(i))
 
-    def _run_model(self, spec: str, done: set[tuple[str, str, int]], out: rundir.JsonlAppender,
-                   model_out: rundir.JsonlAppender, resources: dict[str, Any], progress: Progress) -> ModelOutcome:
+    def _run_model(
+        self,
+        spec: str,
+        done: set[tuple[str, str, int]],
+        out: rundir.JsonlAppender,
+        model_out: rundir.JsonlAppender,
+        resources: dict[str, Any],
+        progress: Progress,
+    ) -> ModelOutcome:
         entry = self._model_entry(spec)
         outcome = ModelOutcome(name=spec, status="ok")
         t0 = time.perf_counter()
@@ -258,9 +334,13 @@ class SuiteRun:
                     generations = model.generate_batch(prompt_ids, self.sampling, generators)
                     generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
                 else:  # batch 1, or a backend without a batched path: one at a time
-                    generations = [model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)]
+                    generations = [
+                        model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)
+                    ]
                     generation_ns += sum(g.end_ns - g.start_ns for g in generations)
-                for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations, strict=True):
+                for (prompt, sample_index), seed, ids, generation in zip(
+                    batch, seeds, prompt_ids, generations, strict=True
+                ):
                     values, errors = self._sample_metrics(generation, ids, model, resources)
                     record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
                     out.append(record)
@@ -268,9 +348,12 @@ class SuiteRun:
                     generated_tokens += len(generation.tokens)
                     outcome.samples += 1
                     progress.advance(task)
-            entry["throughput"] = {"batch_size": self.options.batch_size, "tokens": generated_tokens,
-                                   "generation_s": round(generation_ns / 1e9, 4),
-                                   "tokens_per_s": round(generated_tokens / (generation_ns / 1e9), 2) if generation_ns else None}
+            entry["throughput"] = {
+                "batch_size": self.options.batch_size,
+                "tokens": generated_tokens,
+                "generation_s": round(generation_ns / 1e9, 4),
+                "tokens_per_s": round(generated_tokens / (generation_ns / 1e9), 2) if generation_ns else None,
+            }
             self._model_metrics(model, records, resources, model_out)
         except (KeyboardInterrupt, Interrupted):
             outcome.status = "interrupted"
@@ -291,12 +374,15 @@ class SuiteRun:
     def _encode_checked(self, model: Model, prompt: Prompt, spec: str) -> list[int]:
         ids = model.encode(prompt.text)
         if len(ids) >= model.info.context_length:
-            raise UserError(f"{self.loaded.path}: prompt {prompt.id!r} has {len(ids)} tokens for model {spec}, "
-                            f"whose context is {model.info.context_length}; shorten the prompt")
+            raise UserError(
+                f"{self.loaded.path}: prompt {prompt.id!r} has {len(ids)} tokens for model {spec}, "
+                f"whose context is {model.info.context_length}; shorten the prompt"
+            )
         return ids
 
-    def _model_metrics(self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any],
-                       model_out: rundir.JsonlAppender) -> None:
+    def _model_metrics(
+        self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any], model_out: rundir.JsonlAppender
+    ) -> None:
         model_resources = {**resources, "peak_mem_mb": self._peak_mem_mb(model)}
         values: dict[str, float | None] = {}
         errors: dict[str, str] = {}
@@ -304,7 +390,9 @@ class SuiteRun:
             if metric.compute_model is None:
                 continue
             try:
-                values[name] = as_float(metric.compute_model(ModelContext(model, records, metric_options, model_resources)))
+                values[name] = as_float(
+                    metric.compute_model(ModelContext(model, records, metric_options, model_resources))
+                )
             except Exception as exc:
                 values[name], errors[name] = None, f"{exc.__class__.__name__}: {exc}"
         if values or errors:
@@ -326,21 +414,34 @@ class SuiteRun:
         if self.resume:
             old = rundir.load_run(self.dir)
             if old.manifest["suite"]["sha256"] != self.loaded.sha256:
-                raise UserError(f"{self.dir}: was run with a different suite (hash {old.manifest['suite']['sha256'][:12]}); "
-                                "resume with the same suite file or start a new run")
+                raise UserError(
+                    f"{self.dir}: was run with a different suite (hash {old.manifest['suite']['sha256'][:12]}); "
+                    "resume with the same suite file or start a new run"
+                )
             self.manifest = old.manifest
             known = {m["name"] for m in self.manifest["models"]}
-            self.manifest["models"] += [{"name": s, "spec": s, "status": "pending", "error": None, "info": None}
-                                        for s in self.model_specs if s not in known]
+            self.manifest["models"] += [
+                {"name": s, "spec": s, "status": "pending", "error": None, "info": None}
+                for s in self.model_specs
+                if s not in known
+            ]
             self.model_specs = [m["name"] for m in self.manifest["models"]]
             self.manifest["status"] = "running"
             self.manifest.setdefault("resumed_at", []).append(_now())
             _repair_torn_tail(self.dir / rundir.SAMPLES)
         else:
             self.manifest = self._initial_manifest()
-        meta = {name: {"unit": m.unit, "higher_is_better": m.higher_is_better, "level": m.level, "kind": m.kind,
-                       "description": m.description, "plugin": self.registry.owner.get(("metric", name))}
-                for name, (m, _) in self.metrics.items()}
+        meta = {
+            name: {
+                "unit": m.unit,
+                "higher_is_better": m.higher_is_better,
+                "level": m.level,
+                "kind": m.kind,
+                "description": m.description,
+                "plugin": self.registry.owner.get(("metric", name)),
+            }
+            for name, (m, _) in self.metrics.items()
+        }
         rundir.write_json_atomic(self.dir / rundir.METRICS, meta)
         self._save_manifest()
 
@@ -355,11 +456,22 @@ class SuiteRun:
         done, models_done = self._done_samples()
         resources = self._resources()
         status = "complete"
-        progress = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(), console=self.console, disable=not self.options.progress)
+        progress = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.options.progress,
+        )
         try:
-            with progress, rundir.JsonlAppender(self.dir / rundir.SAMPLES) as out, \
-                    rundir.JsonlAppender(self.dir / rundir.MODEL_METRICS) as model_out:
+            with (
+                progress,
+                rundir.JsonlAppender(self.dir / rundir.SAMPLES) as out,
+                rundir.JsonlAppender(self.dir / rundir.MODEL_METRICS) as model_out,
+            ):
                 for spec in self.model_specs:
                     if spec in models_done:
                         continue

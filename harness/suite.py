@@ -132,7 +132,11 @@ def _read_text(path: Path) -> str:
 
 
 def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], model: type[BaseModel]) -> str:
-    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part in {"list[Prompt]", "dict[str,nullable[dict[str,any]]]", "list[str]"}))
+    loc = tuple(
+        part
+        for part in error["loc"]
+        if not (isinstance(part, str) and part in {"list[Prompt]", "dict[str,nullable[dict[str,any]]]", "list[str]"})
+    )
     field = ".".join(str(p) for p in loc) or "(top level)"
     line = _line_of(root, loc)
     where = f"{path}:{line}" if line else str(path)
@@ -149,7 +153,11 @@ def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], mode
 def _load_prompts_file(path: Path, suite_path: Path) -> list[Prompt]:
     text = _read_text(path)
     try:
-        data = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else yaml.safe_load(text)
+        data = (
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+            if path.suffix == ".jsonl"
+            else yaml.safe_load(text)
+        )
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: cannot parse prompts ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
     if isinstance(data, dict) and "prompts" in data:
@@ -162,7 +170,9 @@ def _load_prompts_file(path: Path, suite_path: Path) -> list[Prompt]:
             prompts.append(Prompt.model_validate(item))
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise UserError(f"{path}: prompt #{index + 1}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from exc
+            raise UserError(
+                f"{path}: prompt #{index + 1}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
+            ) from exc
     return prompts
 
 
@@ -190,6 +200,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     seen: dict[str, int] = {}
     for index, prompt in enumerate(prompts):
         if prompt.id in seen:
-            raise UserError(f"{path}: duplicate prompt id {prompt.id!r} (prompts #{seen[prompt.id] + 1} and #{index + 1}); ids must be unique")
+            raise UserError(
+                f"{path}: duplicate prompt id {prompt.id!r} (prompts #{seen[prompt.id] + 1} and #{index + 1}); ids must be unique"
+            )
         seen[prompt.id] = index
     return LoadedSuite(suite=suite, path=path, prompts=prompts)

@@ -7,8 +7,17 @@ from typing import Any
 from rich.table import Table
 
 #: The seed's nine metrics first, in its order; everything else (extras, plugins) after, alphabetically.
-SEED_ORDER = ("ttft_ms", "tps", "latency_ms", "tokens_generated", "perplexity", "avg_token_prob",
-              "repetition_rate", "coherence_length", "vocab_diversity")
+SEED_ORDER = (
+    "ttft_ms",
+    "tps",
+    "latency_ms",
+    "tokens_generated",
+    "perplexity",
+    "avg_token_prob",
+    "repetition_rate",
+    "coherence_length",
+    "vocab_diversity",
+)
 
 
 def ordered_metrics(names: list[str]) -> list[str]:

@@ -49,6 +49,8 @@ def tiny_checkpoint(tmp_path_factory, stories, tiny_tokenizer) -> Path:
     text = root / "stories.txt"
     text.write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
     tokens = tokenize_to_file(text, tiny_tokenizer, root / "cache")
-    cfg = TrainConfig(steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=30, save_every=30, seed=0, device="cpu")
+    cfg = TrainConfig(
+        steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=30, save_every=30, seed=0, device="cpu"
+    )
     train(ModelConfig(**TINY_CONFIG), tiny_tokenizer, tokens, tokens, root / "run", cfg, progress=False)
     return root / "run" / "last"

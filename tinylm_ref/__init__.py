@@ -6,6 +6,16 @@ from tinylm_ref.model import LLM, KVCache
 from tinylm_ref.sampling import Generation, generate
 
 __all__ = [
-    "LLM", "PRESETS", "SEED_PARAMS", "Checkpoint", "CheckpointError", "Generation", "KVCache", "ModelConfig",
-    "generate", "get_preset", "load_checkpoint", "save_checkpoint",
+    "LLM",
+    "PRESETS",
+    "SEED_PARAMS",
+    "Checkpoint",
+    "CheckpointError",
+    "Generation",
+    "KVCache",
+    "ModelConfig",
+    "generate",
+    "get_preset",
+    "load_checkpoint",
+    "save_checkpoint",
 ]

@@ -41,7 +41,9 @@ def generate_batch(
     cache = model.new_cache(B, capacity=P + max(budgets))
     pads = [P - len(p) for p in prompts]
     idx = torch.tensor([[0] * pad + p for pad, p in zip(pads, prompts, strict=True)], device=device)
-    positions = torch.tensor([[0] * pad + list(range(len(p))) for pad, p in zip(pads, prompts, strict=True)], device=device)
+    positions = torch.tensor(
+        [[0] * pad + list(range(len(p))) for pad, p in zip(pads, prompts, strict=True)], device=device
+    )
     valid = torch.zeros(B, P + max(budgets), dtype=torch.bool, device=device)
     for row, pad in enumerate(pads):
         valid[row, pad:P] = True

@@ -68,7 +68,9 @@ def load_weights(model: LLM, path: str | Path, key_map: dict[str, str] | None = 
     try:
         state = load_state_dict(path)
     except Exception as exc:  # truncated or foreign files surface as many different exceptions
-        raise CheckpointError(f"{path}: cannot read weights ({exc.__class__.__name__}: {exc}); re-export or re-download it") from exc
+        raise CheckpointError(
+            f"{path}: cannot read weights ({exc.__class__.__name__}: {exc}); re-export or re-download it"
+        ) from exc
     if key_map:
         renamed = {}
         for key, value in state.items():
@@ -90,7 +92,9 @@ def load_weights(model: LLM, path: str | Path, key_map: dict[str, str] | None = 
         )
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, config expects {tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(value.shape)}, config expects {tuple(expected[key].shape)}"
+            )
     model.load_state_dict({k: v.float() for k, v in state.items()})
 
 

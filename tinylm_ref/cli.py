@@ -29,13 +29,34 @@ def info() -> None:
     from tinylm_ref.model import LLM
 
     table = Table(title="tinylm_ref presets (seed Table 1)")
-    for column in ("preset", "vocab", "dim", "layers", "heads", "ffn", "context", "params (ours)", "params (seed)", "diff"):
+    for column in (
+        "preset",
+        "vocab",
+        "dim",
+        "layers",
+        "heads",
+        "ffn",
+        "context",
+        "params (ours)",
+        "params (seed)",
+        "diff",
+    ):
         table.add_column(column, justify="right")
     for name, cfg in PRESETS.items():
         params = LLM(cfg).num_parameters()
         seed = SEED_PARAMS[name]
-        table.add_row(name, str(cfg.vocab_size), str(cfg.dim), str(cfg.n_layers), str(cfg.n_heads), str(cfg.ffn_dim),
-                      str(cfg.max_seq_len), f"{params / 1e6:.2f}M", f"{seed / 1e6:.1f}M", f"{(params - seed) / seed:+.1%}")
+        table.add_row(
+            name,
+            str(cfg.vocab_size),
+            str(cfg.dim),
+            str(cfg.n_layers),
+            str(cfg.n_heads),
+            str(cfg.ffn_dim),
+            str(cfg.max_seq_len),
+            f"{params / 1e6:.2f}M",
+            f"{seed / 1e6:.1f}M",
+            f"{(params - seed) / seed:+.1%}",
+        )
     console.print(table)
 
 
@@ -109,9 +130,23 @@ def train(
         _fail(f"tokenizer has {tok.get_vocab_size()} tokens, more than vocab_size={model_config.vocab_size}")
     train_tokens = tokenize_to_file(data, tok, cache_dir)
     val_tokens = tokenize_to_file(valid, tok, cache_dir) if valid else None
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=warmup_steps,
-                      weight_decay=weight_decay, grad_clip=grad_clip, eval_every=eval_every, eval_batches=eval_batches,
-                      save_every=save_every, patience=patience, seed=seed, device=device, bf16=bf16, threads=threads)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=lr,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        eval_every=eval_every,
+        eval_batches=eval_batches,
+        save_every=save_every,
+        patience=patience,
+        seed=seed,
+        device=device,
+        bf16=bf16,
+        threads=threads,
+    )
     summary = run_training(model_config, tok, train_tokens, val_tokens, out, cfg, resume=resume)
     console.print(summary)
 
@@ -138,8 +173,15 @@ def sample(
         _fail(str(exc))
     ids = ckpt.tokenizer.encode(prompt).ids
     for i in range(n):
-        gen = generate(ckpt.model, ids, max_new_tokens, temperature, top_k,
-                       torch.Generator(device=device).manual_seed(seed + i), special_id(ckpt.tokenizer, EOS))
+        gen = generate(
+            ckpt.model,
+            ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            torch.Generator(device=device).manual_seed(seed + i),
+            special_id(ckpt.tokenizer, EOS),
+        )
         console.print(f"[bold]{prompt}[/bold]{decode(ckpt.tokenizer, gen.tokens)}", highlight=False)
 
 

@@ -88,7 +88,9 @@ class TokenStream:
         window = torch.from_numpy(rows)
         return window[:, :-1], window[:, 1:]
 
-    def sequential_batches(self, batch_size: int, max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def sequential_batches(
+        self, batch_size: int, max_batches: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Non-overlapping windows in file order, for a deterministic validation loss."""
         n_windows = (len(self.tokens) - 1) // self.seq_len
         starts = list(range(0, n_windows * self.seq_len, self.seq_len))

@@ -15,8 +15,14 @@ from tinylm_ref.config import ModelConfig
 class KVCache:
     """Preallocated keys/values for every layer, so decoding never reallocates or concatenates."""
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
-                 capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        capacity: int | None = None,
+    ) -> None:
         # Left-padded batches may need more slots than the context (positions still stop at the context).
         shape = (config.n_layers, batch_size, config.n_heads, capacity or config.max_seq_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
@@ -138,7 +144,9 @@ class LLM(nn.Module):
             x = x[:, -1:, :]
         return self.head(self.norm(x))
 
-    def forward_padded(self, idx: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_padded(
+        self, idx: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
         """Logits (B, T, V) for a batch whose rows start at different cache slots (left padding).
 
         ``idx`` (B, T) fills cache slots [cache.length, cache.length + T); ``positions`` (B, T) are each
@@ -150,7 +158,9 @@ class LLM(nn.Module):
         H, D = self.config.n_heads, self.config.head_dim
         slot = torch.arange(end, device=idx.device)
         causal = slot[None, :] <= (start + torch.arange(T, device=idx.device))[:, None]  # (T, end)
-        mask = (causal[None] & valid[:, None, :end]) | (slot[None, None, :] == start + torch.arange(T, device=idx.device)[None, :, None])
+        mask = (causal[None] & valid[:, None, :end]) | (
+            slot[None, None, :] == start + torch.arange(T, device=idx.device)[None, :, None]
+        )
         mask = mask[:, None]  # (B, 1, T, end)
         x = F.embedding(idx, self.tok_emb.weight) + F.embedding(positions, self.pos_emb.weight)
         for layer, block in enumerate(self.blocks):
@@ -158,7 +168,9 @@ class LLM(nn.Module):
             q, k, v = block.attn.qkv(h).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
             cache.k[layer, :, :, start:end] = k
             cache.v[layer, :, :, start:end] = v
-            y = F.scaled_dot_product_attention(q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end], attn_mask=mask)
+            y = F.scaled_dot_product_attention(
+                q, cache.k[layer, :, :, :end], cache.v[layer, :, :, :end], attn_mask=mask
+            )
             x = x + block.attn.proj(y.transpose(1, 2).reshape(B, T, H * D))
             x = x + block.ffn(block.ffn_norm(x))
         cache.length = end
@@ -189,8 +201,9 @@ class LLM(nn.Module):
             q, k, v = F.linear(h, attn.qkv.weight).view(B, 1, 3, H, D).unbind(2)  # 3×(B,1,H,D)
             cache.k[layer, :, :, pos] = k[:, 0]
             cache.v[layer, :, :, pos] = v[:, 0]
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), cache.k[layer, :, :, : pos + 1],
-                                               cache.v[layer, :, :, : pos + 1])
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), cache.k[layer, :, :, : pos + 1], cache.v[layer, :, :, : pos + 1]
+            )
             x = x + F.linear(y.view(B, 1, H * D), attn.proj.weight)
             h = F.rms_norm(x, block.ffn_norm.normalized_shape, block.ffn_norm.weight, block.ffn_norm.eps)
             gate, up = F.linear(h, ffn.gate_up.weight).chunk(2, dim=-1)
@@ -199,8 +212,9 @@ class LLM(nn.Module):
         x = F.rms_norm(x[:, 0], self.norm.normalized_shape, self.norm.weight, self.norm.eps)
         return F.linear(x, self.head.weight)
 
-    def decode_step_static(self, token: torch.Tensor, pos: torch.Tensor, cache_k: torch.Tensor,
-                           cache_v: torch.Tensor) -> torch.Tensor:
+    def decode_step_static(
+        self, token: torch.Tensor, pos: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor
+    ) -> torch.Tensor:
         """``decode_step`` with every shape fixed: the position is a tensor and attention spans the
         whole cache under a mask, so ``torch.compile`` traces it once and, on CUDA, can replay it as a
         CUDA graph instead of recompiling for every position."""

@@ -29,7 +29,9 @@ class Generation:
     nonfinite: bool = False  # the model produced NaN/inf logits; generation stopped there
 
 
-def pick_token(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
+def pick_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
     """Sample from ``logits`` (B, V) with temperature and top-k; temperature 0 means greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)

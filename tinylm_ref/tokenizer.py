@@ -22,7 +22,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     """
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size={vocab_size} is below the {len(alphabet) + len(SPECIAL_TOKENS)} byte-level minimum")
+        raise ValueError(
+            f"vocab_size={vocab_size} is below the {len(alphabet) + len(SPECIAL_TOKENS)} byte-level minimum"
+        )
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()

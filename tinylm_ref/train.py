@@ -167,9 +167,14 @@ def train(
     window_t, window_tokens, last_loss = time.perf_counter(), 0, float("nan")
     stopped_early = False
     step = start_step
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(),
-                   disable=not progress)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f} · {task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        disable=not progress,
+    )
     with bar:
         task = bar.add_task(f"train {out.name}", total=cfg.steps, completed=start_step, loss=float("nan"), tps=0.0)
         stop_at = cfg.steps if session_steps is None else min(cfg.steps, start_step + session_steps)
@@ -196,12 +201,23 @@ def train(
             bar.update(task, completed=step, loss=last_loss, tps=tps)
             is_eval = step % cfg.eval_every == 0 or step == cfg.steps
             if is_eval:
-                val = evaluate(model, val_stream, cfg.batch_size, cfg.eval_batches, device) if val_stream else float("nan")
-                _append_log(out / LOG_FILE, {
-                    "step": step, "tokens_seen": step * cfg.batch_size * seq_len, "lr": f"{lr_at(step - 1, cfg):.3e}",
-                    "train_loss": f"{last_loss:.4f}", "val_loss": f"{val:.4f}", "tokens_per_s": f"{tps:.0f}",
-                    "elapsed_s": f"{elapsed_before + time.perf_counter() - t0:.1f}",
-                })
+                val = (
+                    evaluate(model, val_stream, cfg.batch_size, cfg.eval_batches, device)
+                    if val_stream
+                    else float("nan")
+                )
+                _append_log(
+                    out / LOG_FILE,
+                    {
+                        "step": step,
+                        "tokens_seen": step * cfg.batch_size * seq_len,
+                        "lr": f"{lr_at(step - 1, cfg):.3e}",
+                        "train_loss": f"{last_loss:.4f}",
+                        "val_loss": f"{val:.4f}",
+                        "tokens_per_s": f"{tps:.0f}",
+                        "elapsed_s": f"{elapsed_before + time.perf_counter() - t0:.1f}",
+                    },
+                )
                 window_t, window_tokens = time.perf_counter(), 0
                 if val_stream and val < best_val:
                     best_val, evals_since_best = val, 0
@@ -211,17 +227,31 @@ def train(
                 if cfg.patience is not None and evals_since_best >= cfg.patience:
                     stopped_early = True
             if step % cfg.save_every == 0 or step in (cfg.steps, stop_at) or stopped_early:
-                _atomic_save({
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "best_val": best_val, "evals_since_best": evals_since_best,
-                    "elapsed_s": elapsed_before + time.perf_counter() - t0, "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                }, state_path)
+                _atomic_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "best_val": best_val,
+                        "evals_since_best": evals_since_best,
+                        "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                        "rng_cpu": torch.get_rng_state(),
+                        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    },
+                    state_path,
+                )
                 save_checkpoint(model, tokenizer, out / "last")
             if stopped_early:
                 break
-    summary = {"steps": step, "tokens_seen": step * cfg.batch_size * seq_len, "best_val_loss": best_val,
-               "final_train_loss": last_loss, "elapsed_s": elapsed_before + time.perf_counter() - t0,
-               "stopped_early": stopped_early}
-    (out / RECIPE_FILE).write_text(json.dumps({"model": model_config.to_dict(), "train": asdict(cfg), "result": summary}, indent=2))
+    summary = {
+        "steps": step,
+        "tokens_seen": step * cfg.batch_size * seq_len,
+        "best_val_loss": best_val,
+        "final_train_loss": last_loss,
+        "elapsed_s": elapsed_before + time.perf_counter() - t0,
+        "stopped_early": stopped_early,
+    }
+    (out / RECIPE_FILE).write_text(
+        json.dumps({"model": model_config.to_dict(), "train": asdict(cfg), "result": summary}, indent=2)
+    )
     return summary

@@ -41,14 +41,53 @@ from tinylm_ref.sampling import pick_token
 
 PREFIX = "hf:"
 #: Never downloaded: other frameworks' weights, exports and raw training checkpoints.
-IGNORE_PATTERNS = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "*.onnx_data", "onnx/*", "*.tflite", "*.gguf", "*.mlmodel",
-                   "coreml/*", "openvino/*", "*.pt", "*.pth", "*.ckpt", "*.tar", "*.zip", "*.npz"]
+IGNORE_PATTERNS = [
+    "*.msgpack",
+    "*.h5",
+    "*.ot",
+    "*.onnx",
+    "*.onnx_data",
+    "onnx/*",
+    "*.tflite",
+    "*.gguf",
+    "*.mlmodel",
+    "coreml/*",
+    "openvino/*",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.tar",
+    "*.zip",
+    "*.npz",
+]
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json")
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx", "max_sequence_length")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+_CONTEXT_FIELDS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "n_ctx",
+    "max_sequence_length",
+)
 
 
 def _resolve_device(name: str, spec: str) -> torch.device:
@@ -143,8 +182,10 @@ class HFModel:
         if not prompt_ids:
             raise UserError(f"model {self.info.name}: the prompt encodes to no tokens; give a non-empty prompt")
         if len(prompt_ids) >= context:
-            raise UserError(f"model {self.info.name}: prompt has {len(prompt_ids)} tokens; the context holds {context} "
-                            "with room for one more; shorten the prompt")
+            raise UserError(
+                f"model {self.info.name}: prompt has {len(prompt_ids)} tokens; the context holds {context} "
+                "with room for one more; shorten the prompt"
+            )
         idx = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         full = idx  # the whole sequence, only for a model without a KV cache
         cache = None
@@ -237,13 +278,17 @@ def _check_code(snapshot: Path, spec: str, trust_remote_code: bool) -> dict[str,
         pass  # AutoTokenizer reports a broken tokenizer config itself
     if model_type not in CONFIG_MAPPING or (custom and not model_type):
         if custom and not trust_remote_code:
-            raise UserError(f"model {spec}: model_type {model_type!r} needs Python code from the repository (auto_map in "
-                            f"{', '.join(custom)}); pass --trust-remote-code if you trust that code")
+            raise UserError(
+                f"model {spec}: model_type {model_type!r} needs Python code from the repository (auto_map in "
+                f"{', '.join(custom)}); pass --trust-remote-code if you trust that code"
+            )
         if not custom:
             import transformers
 
-            raise UserError(f"model {spec}: transformers {transformers.__version__} does not know model_type "
-                            f"{model_type!r}; upgrade transformers (pip install -U transformers)")
+            raise UserError(
+                f"model {spec}: transformers {transformers.__version__} does not know model_type "
+                f"{model_type!r}; upgrade transformers (pip install -U transformers)"
+            )
     return config
 
 
@@ -255,7 +300,9 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
 
         from harness.backends.hf_tinylm_arch import register_auto_classes
     except ImportError as exc:
-        raise UserError(f"model {spec}: the hf backend needs transformers ({exc}); pip install 'tinylm-harness[hf]'") from exc
+        raise UserError(
+            f"model {spec}: the hf backend needs transformers ({exc}); pip install 'tinylm-harness[hf]'"
+        ) from exc
 
     register_auto_classes()
     transformers.utils.logging.disable_progress_bar()
@@ -266,23 +313,31 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
     _check_code(snapshot.path, spec, trust)
     weights = sorted(p for pattern in WEIGHT_PATTERNS for p in snapshot.path.glob(pattern))
     if not weights:
-        raise UserError(f"model {spec}: no weights (*.safetensors or pytorch_model*.bin) in {snapshot.path}; "
-                        "re-download the model online (the cached copy is incomplete)")
+        raise UserError(
+            f"model {spec}: no weights (*.safetensors or pytorch_model*.bin) in {snapshot.path}; "
+            "re-download the model online (the cached copy is incomplete)"
+        )
     common = {"trust_remote_code": trust, "local_files_only": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(snapshot.path), **common)
     except Exception as exc:  # transformers raises many types for a missing or broken tokenizer
         if "trust_remote_code" in str(exc):
-            raise UserError(f"model {spec}: its tokenizer needs Python code from the repository; pass --trust-remote-code "
-                            "if you trust it") from exc
-        raise UserError(f"model {spec}: cannot load its tokenizer ({_first_line(exc)}); the repository needs tokenizer "
-                        "files that AutoTokenizer reads") from exc
+            raise UserError(
+                f"model {spec}: its tokenizer needs Python code from the repository; pass --trust-remote-code "
+                "if you trust it"
+            ) from exc
+        raise UserError(
+            f"model {spec}: cannot load its tokenizer ({_first_line(exc)}); the repository needs tokenizer "
+            "files that AutoTokenizer reads"
+        ) from exc
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
         model = AutoModelForCausalLM.from_pretrained(str(snapshot.path), **{dtype_kw: dtype}, **common)
     except Exception as exc:
         if "trust_remote_code" in str(exc):
-            raise UserError(f"model {spec}: needs Python code from the repository; pass --trust-remote-code if you trust it") from exc
+            raise UserError(
+                f"model {spec}: needs Python code from the repository; pass --trust-remote-code if you trust it"
+            ) from exc
         raise UserError(f"model {spec}: transformers cannot load it as a causal LM ({_first_line(exc)})") from exc
     model.to(device).eval()
     config = model.config
@@ -292,21 +347,36 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
     elif not isinstance(add_bos, bool) and add_bos != "auto":
         raise UserError(f"model {spec}: add_bos must be auto, true or false, got {add_bos!r}")
     info = ModelInfo(
-        name=spec, spec=spec, backend="hf",
+        name=spec,
+        spec=spec,
+        backend="hf",
         parameters=sum(p.numel() for p in model.parameters()),  # parameters() yields a tied tensor once
-        vocab_size=int(config.vocab_size), context_length=_context_length(config, tokenizer),
-        device=str(device), dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        vocab_size=int(config.vocab_size),
+        context_length=_context_length(config, tokenizer),
+        device=str(device),
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         source=snapshot.repo_id or str(snapshot.path.resolve()),
         weights_sha256=files_sha256(weights),
         tokenizer_sha256=files_sha256([snapshot.path / n for n in TOKENIZER_FILES if (snapshot.path / n).is_file()]),
         revision=snapshot.revision,
-        extra={"model_type": config.model_type, "architectures": list(getattr(config, "architectures", None) or []),
-               "transformers_version": transformers.__version__, "snapshot": str(snapshot.path),
-               "weight_files": [p.name for p in weights], "trust_remote_code": trust},
+        extra={
+            "model_type": config.model_type,
+            "architectures": list(getattr(config, "architectures", None) or []),
+            "transformers_version": transformers.__version__,
+            "snapshot": str(snapshot.path),
+            "weight_files": [p.name for p in weights],
+            "trust_remote_code": trust,
+        },
     )
     wrapped = HFModel(model, tokenizer, info, add_bos=add_bos)
-    info.extra.update({"eos_ids": sorted(wrapped.stop_ids), "bos_id": wrapped.bos_id,
-                       "pad_id": getattr(tokenizer, "pad_token_id", None), "kv_cache": wrapped._cache_kw is not None})
+    info.extra.update(
+        {
+            "eos_ids": sorted(wrapped.stop_ids),
+            "bos_id": wrapped.bos_id,
+            "pad_id": getattr(tokenizer, "pad_token_id", None),
+            "kv_cache": wrapped._cache_kw is not None,
+        }
+    )
     return wrapped
 
 
@@ -330,7 +400,7 @@ class HFBackend:
         return _looks_like_transformers_dir(Path(spec).expanduser())
 
     def load(self, spec: str, options: LoadOptions) -> HFModel:
-        target = spec[len(PREFIX):] if spec.startswith(PREFIX) else spec
+        target = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
         if not target:
             raise UserError(f"model {spec!r}: empty spec; use hf:ORG/NAME[@REVISION] or hf:/path/to/dir")
         if is_local_target(target):
@@ -347,13 +417,15 @@ class HFBackend:
         return load_transformers_dir(snapshot, spec, options)
 
     def available(self) -> list[tuple[str, str]]:
-        rows = [("hf:ORG/NAME[@REVISION]", "any causal LM on the Hugging Face Hub (downloaded once, then cached)"),
-                ("hf:/path/to/dir", "a transformers save_pretrained directory")]
+        rows = [
+            ("hf:ORG/NAME[@REVISION]", "any causal LM on the Hugging Face Hub (downloaded once, then cached)"),
+            ("hf:/path/to/dir", "a transformers save_pretrained directory"),
+        ]
         cache = hub_cache_dir()
         for repo in sorted(cache.glob("models--*")) if cache.is_dir() else []:
             snapshots = sorted((repo / "snapshots").glob("*/config.json"))
             if snapshots:
-                repo_id = repo.name[len("models--"):].replace("--", "/")
+                repo_id = repo.name[len("models--") :].replace("--", "/")
                 rows.append((f"hf:{repo_id}", f"cached in {cache} ({len(snapshots)} snapshot(s))"))
         return rows
 

@@ -44,19 +44,31 @@ def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path)
     cfg = model.config
     ids = {name: tokenizer.token_to_id(name) for name in (BOS, EOS, PAD)}
     config = TinyLMRefConfig(
-        vocab_size=cfg.vocab_size, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim,
-        max_seq_len=cfg.max_seq_len, tie_weights=cfg.tie_weights,
-        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD],
+        vocab_size=cfg.vocab_size,
+        dim=cfg.dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        ffn_dim=cfg.ffn_dim,
+        max_seq_len=cfg.max_seq_len,
+        tie_weights=cfg.tie_weights,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
         architectures=["TinyLMRefForCausalLM"],
-        auto_map={"AutoConfig": "modeling_tinylm_ref.TinyLMRefConfig",
-                  "AutoModelForCausalLM": "modeling_tinylm_ref.TinyLMRefForCausalLM"},
+        auto_map={
+            "AutoConfig": "modeling_tinylm_ref.TinyLMRefConfig",
+            "AutoModelForCausalLM": "modeling_tinylm_ref.TinyLMRefForCausalLM",
+        },
     )
     hf_model = TinyLMRefForCausalLM(config)
     hf_model.load_state_dict(tinylm_to_hf_state(model), strict=True)
     hf_model.save_pretrained(directory)
     special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK}
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=cfg.max_seq_len,
-                                   **{k: v for k, v in special.items() if tokenizer.token_to_id(v) is not None})
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=cfg.max_seq_len,
+        **{k: v for k, v in special.items() if tokenizer.token_to_id(v) is not None},
+    )
     fast.save_pretrained(directory)
     shutil.copyfile(hf_tinylm_arch.__file__, directory / MODELING_FILE)
     return directory

@@ -102,13 +102,21 @@ def download_snapshot(
             token=token,
         )
     except HFValidationError as exc:
-        raise UserError(f"model {spec}: {repo_id!r} is not a valid Hub id; use hf:ORG/NAME[@REVISION] or hf:/path/to/dir") from exc
+        raise UserError(
+            f"model {spec}: {repo_id!r} is not a valid Hub id; use hf:ORG/NAME[@REVISION] or hf:/path/to/dir"
+        ) from exc
     except GatedRepoError as exc:
-        raise UserError(f"model {spec}: {repo_id} is gated; accept its terms on the Hub, then log in (hf auth login) or set HF_TOKEN") from exc
+        raise UserError(
+            f"model {spec}: {repo_id} is gated; accept its terms on the Hub, then log in (hf auth login) or set HF_TOKEN"
+        ) from exc
     except RevisionNotFoundError as exc:
-        raise UserError(f"model {spec}: revision {revision!r} does not exist in {repo_id}; use a branch, tag or commit hash that does") from exc
+        raise UserError(
+            f"model {spec}: revision {revision!r} does not exist in {repo_id}; use a branch, tag or commit hash that does"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise UserError(f"model {spec}: Hub repository {repo_id} not found (or private); check the name, or log in (hf auth login) / set HF_TOKEN") from exc
+        raise UserError(
+            f"model {spec}: Hub repository {repo_id} not found (or private); check the name, or log in (hf auth login) / set HF_TOKEN"
+        ) from exc
     except LocalEntryNotFoundError as exc:
         if offline:
             raise UserError(
@@ -120,8 +128,10 @@ def download_snapshot(
             "check the network, or point HF_HOME at a cache that has it"
         ) from exc
     except OSError as exc:  # connection errors, disk full, permissions: one line, with the cause
-        raise UserError(f"model {spec}: cannot fetch {repo_id}@{revision} ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                        "check the network and HF_HOME, or use HF_HUB_OFFLINE=1 with a filled cache") from exc
+        raise UserError(
+            f"model {spec}: cannot fetch {repo_id}@{revision} ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "check the network and HF_HOME, or use HF_HUB_OFFLINE=1 with a filled cache"
+        ) from exc
     snapshot = Path(path)
     commit = snapshot.name if COMMIT_RE.match(snapshot.name) else None
     return Snapshot(path=snapshot, repo_id=repo_id, revision=commit)

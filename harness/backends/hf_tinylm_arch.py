@@ -177,7 +177,9 @@ class TinyLMRefForCausalLM(TinyLMRefPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:, :]
         weight = self.model.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(hidden, weight)
-        return CausalLMOutputWithPast(logits=logits, **{_CACHE_FIELD: cache if use_cache or cache is not None else None})
+        return CausalLMOutputWithPast(
+            logits=logits, **{_CACHE_FIELD: cache if use_cache or cache is not None else None}
+        )
 
 
 def register_auto_classes() -> None:

@@ -47,8 +47,18 @@ CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     "n_layers": ("n_layers", "n_layer", "num_layers", "num_hidden_layers", "layers", "depth"),
     "n_heads": ("n_heads", "n_head", "num_heads", "num_attention_heads", "heads"),
     "ffn_dim": ("ffn_dim", "hidden_dim", "intermediate_size", "d_ff", "ffn_hidden", "mlp_dim", "ffn_hidden_dim"),
-    "max_seq_len": ("max_seq_len", "context_length", "block_size", "seq_len", "max_len", "n_ctx", "n_positions",
-                    "max_position_embeddings", "context_len", "ctx_len"),
+    "max_seq_len": (
+        "max_seq_len",
+        "context_length",
+        "block_size",
+        "seq_len",
+        "max_len",
+        "n_ctx",
+        "n_positions",
+        "max_position_embeddings",
+        "context_len",
+        "ctx_len",
+    ),
     "tie_weights": ("tie_weights", "tie_word_embeddings", "tied_embeddings", "tie_embeddings"),
 }
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DistributedDataParallel
@@ -65,9 +75,22 @@ class SeedLayout:
     """
 
     weights: tuple[str, ...] = ("tinystories_{size}_final_model.pt", "tinystories_{size}_model.pt", "{size}/model.pt")
-    tokenizer: tuple[str, ...] = ("tinystories_{size}_tokenizer.json", "{size}/tokenizer.json", "tinystories_tokenizer.json")
-    config: tuple[str, ...] = ("tinystories_{size}_config.json", "config_{size}.json", "{size}/config.json",
-                               "config.json", "configs.json", "config.yaml", "config.yml", "config.py", "config.txt")
+    tokenizer: tuple[str, ...] = (
+        "tinystories_{size}_tokenizer.json",
+        "{size}/tokenizer.json",
+        "tinystories_tokenizer.json",
+    )
+    config: tuple[str, ...] = (
+        "tinystories_{size}_config.json",
+        "config_{size}.json",
+        "{size}/config.json",
+        "config.json",
+        "configs.json",
+        "config.yaml",
+        "config.yml",
+        "config.py",
+        "config.txt",
+    )
     key_map: dict[str, str] = field(default_factory=dict)
     config_required: bool = False  # True: a missing config file is an error instead of "shapes + preset"
 
@@ -77,7 +100,9 @@ class SeedLayout:
         given = dict((extra or {}).get("seed_layout") or {})
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
-            raise UserError(f"seed_layout option: unknown key(s) {unknown}; use weights, tokenizer, config, key_map, config_required")
+            raise UserError(
+                f"seed_layout option: unknown key(s) {unknown}; use weights, tokenizer, config, key_map, config_required"
+            )
         for name in ("weights", "tokenizer", "config"):
             if isinstance(given.get(name), str):
                 given[name] = (given[name],)
@@ -88,8 +113,10 @@ class SeedLayout:
             try:
                 given["key_map"] = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise UserError(f"seed_layout key_map: cannot read {path} as a JSON object ({exc.__class__.__name__}); "
-                                "give a JSON file of {\"old_prefix\": \"new_prefix\"}") from exc
+                raise UserError(
+                    f"seed_layout key_map: cannot read {path} as a JSON object ({exc.__class__.__name__}); "
+                    'give a JSON file of {"old_prefix": "new_prefix"}'
+                ) from exc
         return cls(**given)
 
 
@@ -182,7 +209,9 @@ def read_config_file(path: Path, size: str) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise UserError(f"{path.name}: not valid JSON ({exc}); fix the file or set the seed_layout config pattern") from exc
+            raise UserError(
+                f"{path.name}: not valid JSON ({exc}); fix the file or set the seed_layout config pattern"
+            ) from exc
     elif path.suffix in (".yaml", ".yml"):
         import yaml
 
@@ -235,7 +264,7 @@ def apply_key_map(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> di
                     key = old.sub(new, key)
                     break
             elif key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         renamed[key] = value
     return renamed
@@ -243,8 +272,10 @@ def apply_key_map(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> di
 
 def _fuse_split_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Concatenate separately stored q/k/v (and gate/up) projections into tinylm_ref's fused ones."""
-    for pattern, parts, fused in ((r"^(blocks\.\d+\.attn\.)q\.weight$", ("q", "k", "v"), "qkv"),
-                                  (r"^(blocks\.\d+\.ffn\.)gate\.weight$", ("gate", "up"), "gate_up")):
+    for pattern, parts, fused in (
+        (r"^(blocks\.\d+\.attn\.)q\.weight$", ("q", "k", "v"), "qkv"),
+        (r"^(blocks\.\d+\.ffn\.)gate\.weight$", ("gate", "up"), "gate_up"),
+    ):
         for key in [k for k in state if re.match(pattern, k)]:
             prefix = re.match(pattern, key).group(1)
             names = [f"{prefix}{p}.weight" for p in parts]
@@ -258,20 +289,24 @@ def extract_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], d
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return dict(obj), None
     if isinstance(obj, dict):
-        embedded = next((obj[k] for k in ("config", "model_config", "model_args", "args") if isinstance(obj.get(k), dict)), None)
+        embedded = next(
+            (obj[k] for k in ("config", "model_config", "model_args", "args") if isinstance(obj.get(k), dict)), None
+        )
         for key in STATE_KEYS:
             inner = obj.get(key)
             if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 return dict(inner), embedded
-    raise UserError(f"{path.name}: not a state dict (expected a dict of tensors, or one under {'/'.join(STATE_KEYS)}); "
-                    "re-save it with torch.save(model.state_dict(), ...)")
+    raise UserError(
+        f"{path.name}: not a state dict (expected a dict of tensors, or one under {'/'.join(STATE_KEYS)}); "
+        "re-save it with torch.save(model.state_dict(), ...)"
+    )
 
 
 def strip_wrappers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     stripped = []
     for prefix in WRAPPER_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
             stripped.append(prefix)
     return state, stripped
 
@@ -298,12 +333,12 @@ def suggest_key_map(missing: list[str], unexpected: list[str]) -> dict[str, str]
         if not votes:
             break
         (old_prefix, new_prefix), _ = votes.most_common(1)[0]
-        fixed = {k for k in todo_old if k.startswith(old_prefix) and new_prefix + k[len(old_prefix):] in todo_new}
+        fixed = {k for k in todo_old if k.startswith(old_prefix) and new_prefix + k[len(old_prefix) :] in todo_new}
         if not fixed:
             break
         suggestion[old_prefix] = new_prefix
         todo_old -= fixed
-        todo_new -= {new_prefix + k[len(old_prefix):] for k in fixed}
+        todo_new -= {new_prefix + k[len(old_prefix) :] for k in fixed}
     return suggestion
 
 
@@ -324,13 +359,16 @@ def infer_from_shapes(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return out
 
 
-def build_config(size: str, from_shapes: dict[str, Any], from_file: dict[str, Any], where: str,
-                 notes: list[str]) -> ModelConfig:
+def build_config(
+    size: str, from_shapes: dict[str, Any], from_file: dict[str, Any], where: str, notes: list[str]
+) -> ModelConfig:
     """Shapes > config file > the size's preset; a config value that contradicts the shapes is an error."""
     for name, value in from_file.items():
         if name in from_shapes and from_shapes[name] != value:
-            raise UserError(f"{where}: {name} = {value}, but the weights have {name} = {from_shapes[name]}; "
-                            "fix the config or point the seed_layout config pattern at the right file")
+            raise UserError(
+                f"{where}: {name} = {value}, but the weights have {name} = {from_shapes[name]}; "
+                "fix the config or point the seed_layout config pattern at the right file"
+            )
     preset = PRESETS.get(size.lower())
     merged: dict[str, Any] = {}
     for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len", "tie_weights"):
@@ -342,7 +380,9 @@ def build_config(size: str, from_shapes: dict[str, Any], from_file: dict[str, An
             merged[name] = getattr(preset, name)
             notes.append(f"{name}={merged[name]} from the {size} preset")
         elif name != "tie_weights":
-            raise UserError(f"{where}: no {name} in the config and no {size!r} preset to take it from; add it to the config")
+            raise UserError(
+                f"{where}: no {name} in the config and no {size!r} preset to take it from; add it to the config"
+            )
     try:
         return ModelConfig(**merged)
     except ValueError as exc:
@@ -369,31 +409,43 @@ def load_seed_layout(
             raise UserError(f"{label}: directory {root} does not exist")
     else:
         repo_id, rev = split_repo_spec(repo_dir_or_id)
-        wanted = [*_candidates(layout.weights, size), *_candidates(layout.tokenizer, size), *_candidates(layout.config, size)]
+        wanted = [
+            *_candidates(layout.weights, size),
+            *_candidates(layout.tokenizer, size),
+            *_candidates(layout.config, size),
+        ]
         snapshot = download_snapshot(label, repo_id, rev, allow_patterns=wanted)
         root, revision = snapshot.path, snapshot.revision
     where = f"{repo_id}@{revision}" if repo_id else str(root)
 
     weights = _find(root, layout.weights, size)
     if weights is None:
-        raise UserError(f"{label}: no weights file in {where} (tried {', '.join(_candidates(layout.weights, size)[:4])}...); "
-                        "set the seed_layout 'weights' pattern (docs/backends.md)")
+        raise UserError(
+            f"{label}: no weights file in {where} (tried {', '.join(_candidates(layout.weights, size)[:4])}...); "
+            "set the seed_layout 'weights' pattern (docs/backends.md)"
+        )
     tok_path = _find(root, layout.tokenizer, size)
     if tok_path is None:
-        raise UserError(f"{label}: no tokenizer file in {where} (tried {', '.join(_candidates(layout.tokenizer, size)[:4])}...); "
-                        "set the seed_layout 'tokenizer' pattern")
+        raise UserError(
+            f"{label}: no tokenizer file in {where} (tried {', '.join(_candidates(layout.tokenizer, size)[:4])}...); "
+            "set the seed_layout 'tokenizer' pattern"
+        )
     cfg_path = _find(root, layout.config, size)
     if cfg_path is None and layout.config_required:
-        raise UserError(f"{label}: no config file in {where} (tried {', '.join(_candidates(layout.config, size)[:4])}...); "
-                        "set the seed_layout 'config' pattern")
+        raise UserError(
+            f"{label}: no config file in {where} (tried {', '.join(_candidates(layout.config, size)[:4])}...); "
+            "set the seed_layout 'config' pattern"
+        )
 
     notes: list[str] = []
     try:
         obj = torch.load(weights, map_location="cpu", weights_only=True)  # data only: never unpickle code
     except Exception as exc:  # a truncated file or pickled classes: many exception types
-        raise UserError(f"{label}: cannot read {weights.name} as a weights-only state dict "
-                        f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
-                        "re-save it with torch.save(model.state_dict(), path)") from exc
+        raise UserError(
+            f"{label}: cannot read {weights.name} as a weights-only state dict "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+            "re-save it with torch.save(model.state_dict(), path)"
+        ) from exc
     state, embedded_config = extract_state_dict(obj, weights)
     state, stripped = strip_wrappers(state)
     notes += [f"stripped {p!r} from every key" for p in stripped]
@@ -410,7 +462,9 @@ def load_seed_layout(
     from_file, ignored = normalise_config(raw)
     if ignored:
         notes.append(f"config keys ignored: {', '.join(sorted(ignored))}")
-    config = build_config(size, infer_from_shapes(state), from_file, f"{label}: {cfg_path.name if cfg_path else weights.name}", notes)
+    config = build_config(
+        size, infer_from_shapes(state), from_file, f"{label}: {cfg_path.name if cfg_path else weights.name}", notes
+    )
 
     model = LLM(config)
     if config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
@@ -420,12 +474,16 @@ def load_seed_layout(
     if missing or unexpected:
         hint = suggest_key_map(missing, unexpected)
         fix = f"try key_map {json.dumps(hint)}" if hint else "pass a seed_layout key_map"
-        raise UserError(f"{label}: {weights.name} does not match tinylm_ref: {len(missing)} missing key(s) {missing[:4]}, "
-                        f"{len(unexpected)} unexpected {unexpected[:4]}; {fix} (docs/backends.md#key-mapping)")
+        raise UserError(
+            f"{label}: {weights.name} does not match tinylm_ref: {len(missing)} missing key(s) {missing[:4]}, "
+            f"{len(unexpected)} unexpected {unexpected[:4]}; {fix} (docs/backends.md#key-mapping)"
+        )
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise UserError(f"{label}: {weights.name}: {key} has shape {tuple(value.shape)} but the config gives "
-                            f"{tuple(expected[key].shape)}; fix the config ({cfg_path.name if cfg_path else 'none found'})")
+            raise UserError(
+                f"{label}: {weights.name}: {key} has shape {tuple(value.shape)} but the config gives "
+                f"{tuple(expected[key].shape)}; fix the config ({cfg_path.name if cfg_path else 'none found'})"
+            )
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     if options is not None and options.device not in ("auto", "cpu"):
@@ -436,11 +494,24 @@ def load_seed_layout(
     try:
         tokenizer = Tokenizer.from_file(str(tok_path))
     except Exception as exc:
-        raise UserError(f"{label}: {tok_path.name} is not a tokenizers JSON file ({exc.__class__.__name__}); re-download it") from exc
+        raise UserError(
+            f"{label}: {tok_path.name} is not a tokenizers JSON file ({exc.__class__.__name__}); re-download it"
+        ) from exc
     if tokenizer.get_vocab_size() > config.vocab_size:
-        raise UserError(f"{label}: {tok_path.name} has {tokenizer.get_vocab_size()} tokens but the model's vocab_size is "
-                        f"{config.vocab_size}; use the tokenizer of the same size")
+        raise UserError(
+            f"{label}: {tok_path.name} has {tokenizer.get_vocab_size()} tokens but the model's vocab_size is "
+            f"{config.vocab_size}; use the tokenizer of the same size"
+        )
     files = {"weights": weights.name, "tokenizer": tok_path.name, **({"config": cfg_path.name} if cfg_path else {})}
     source = f"{repo_id}@{revision}/{weights.name}" if repo_id else str(weights.resolve())
-    return SeedCheckpoint(model=model, tokenizer=tokenizer, source=source, weights_sha256=file_sha256(weights),
-                          tokenizer_sha256=file_sha256(tok_path), revision=revision, config=config, files=files, notes=notes)
+    return SeedCheckpoint(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        weights_sha256=file_sha256(weights),
+        tokenizer_sha256=file_sha256(tok_path),
+        revision=revision,
+        config=config,
+        files=files,
+        notes=notes,
+    )

@@ -55,27 +55,52 @@ class TinyLMModel:
     def decode(self, ids: list[int]) -> str:
         return decode(self.tokenizer, ids)
 
-    def generate(self, prompt_ids: list[int], sampling_params: SamplingParams, generator: torch.Generator) -> Generation:
+    def generate(
+        self, prompt_ids: list[int], sampling_params: SamplingParams, generator: torch.Generator
+    ) -> Generation:
         try:
-            out = sampling.generate(self.model, prompt_ids, sampling_params.max_new_tokens, sampling_params.temperature,
-                                    sampling_params.top_k, generator, self.eos_id)
+            out = sampling.generate(
+                self.model,
+                prompt_ids,
+                sampling_params.max_new_tokens,
+                sampling_params.temperature,
+                sampling_params.top_k,
+                generator,
+                self.eos_id,
+            )
         except ValueError as exc:  # prompt too long for the context
             raise UserError(f"model {self.info.name}: {exc}") from exc
         return self._convert(out)
 
-    def generate_batch(self, prompts: list[list[int]], sampling_params: SamplingParams,
-                       generators: list[torch.Generator]) -> list[Generation]:
+    def generate_batch(
+        self, prompts: list[list[int]], sampling_params: SamplingParams, generators: list[torch.Generator]
+    ) -> list[Generation]:
         """Throughput mode: same seeds and (up to rounding) the same tokens as ``generate``."""
-        outs = generate_batch(self.model, prompts, sampling_params.max_new_tokens, sampling_params.temperature,
-                              sampling_params.top_k, generators, self.eos_id)
+        outs = generate_batch(
+            self.model,
+            prompts,
+            sampling_params.max_new_tokens,
+            sampling_params.temperature,
+            sampling_params.top_k,
+            generators,
+            self.eos_id,
+        )
         return [self._convert(out) for out in outs]
 
     @staticmethod
     def _convert(out: sampling.Generation) -> Generation:
         first = out.token_times_ns[0] if out.token_times_ns else (out.end_ns if out.eos_hit else None)
-        return Generation(tokens=out.tokens, logprobs=out.logprobs, token_times_ns=out.token_times_ns,
-                          start_ns=out.start_ns, end_ns=out.end_ns, eos_hit=out.eos_hit, stop_reason=out.stop_reason,
-                          nonfinite=out.nonfinite, first_token_ns=first)
+        return Generation(
+            tokens=out.tokens,
+            logprobs=out.logprobs,
+            token_times_ns=out.token_times_ns,
+            start_ns=out.start_ns,
+            end_ns=out.end_ns,
+            eos_hit=out.eos_hit,
+            stop_reason=out.stop_reason,
+            nonfinite=out.nonfinite,
+            first_token_ns=first,
+        )
 
     @torch.inference_mode()
     def score(self, ids: list[int]) -> list[float]:
@@ -95,22 +120,43 @@ def _tokenizer_sha(tokenizer: Tokenizer) -> str:
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
 
 
-def _wrap(model: LLM, tokenizer: Tokenizer, spec: str, source: str, device: torch.device, weights_sha: str | None,
-          extra: dict | None = None) -> TinyLMModel:
+def _wrap(
+    model: LLM,
+    tokenizer: Tokenizer,
+    spec: str,
+    source: str,
+    device: torch.device,
+    weights_sha: str | None,
+    extra: dict | None = None,
+) -> TinyLMModel:
     model.to(device).eval()
     if tokenizer.get_vocab_size() > model.config.vocab_size:
-        raise UserError(f"model {spec}: tokenizer has {tokenizer.get_vocab_size()} tokens but the config's vocab_size "
-                        f"is {model.config.vocab_size}; use the tokenizer the model was trained with")
-    info = ModelInfo(name=spec, spec=spec, backend="tinylm", parameters=model.num_parameters(),
-                     vocab_size=model.config.vocab_size, context_length=model.config.max_seq_len, device=str(device),
-                     dtype="float32", source=source, weights_sha256=weights_sha, tokenizer_sha256=_tokenizer_sha(tokenizer),
-                     extra={"config": model.config.to_dict(), **(extra or {})})
+        raise UserError(
+            f"model {spec}: tokenizer has {tokenizer.get_vocab_size()} tokens but the config's vocab_size "
+            f"is {model.config.vocab_size}; use the tokenizer the model was trained with"
+        )
+    info = ModelInfo(
+        name=spec,
+        spec=spec,
+        backend="tinylm",
+        parameters=model.num_parameters(),
+        vocab_size=model.config.vocab_size,
+        context_length=model.config.max_seq_len,
+        device=str(device),
+        dtype="float32",
+        source=source,
+        weights_sha256=weights_sha,
+        tokenizer_sha256=_tokenizer_sha(tokenizer),
+        extra={"config": model.config.to_dict(), **(extra or {})},
+    )
     return TinyLMModel(model, tokenizer, info)
 
 
 def load_random(preset: str, spec: str, device: torch.device, seed: int = 0) -> TinyLMModel:
     if preset not in PRESETS:
-        raise UserError(f"model {spec}: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {', '.join(PRESETS)}")
+        raise UserError(
+            f"model {spec}: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {', '.join(PRESETS)}"
+        )
     torch.manual_seed(seed)
     model = LLM(PRESETS[preset])
     tokenizer = load_tokenizer(TOKENIZER_DIR / f"{preset}.json")
@@ -135,10 +181,19 @@ def load_seed_hub(preset: str, spec: str, device: torch.device, options: LoadOpt
     except UserError as exc:
         raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR}, and {exc}") from exc
     except Exception as exc:  # offline, missing files: one line, with the way out
-        raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the seed's Hub repo {SEED_HUB_REPO} "
-                        f"is unreachable ({exc.__class__.__name__}); train one with 'tinylm train' or go online") from exc
-    wrapped = _wrap(ckpt.model, ckpt.tokenizer, spec, ckpt.source, device, ckpt.weights_sha256,
-                    {"files": ckpt.files, "notes": ckpt.notes})
+        raise UserError(
+            f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the seed's Hub repo {SEED_HUB_REPO} "
+            f"is unreachable ({exc.__class__.__name__}); train one with 'tinylm train' or go online"
+        ) from exc
+    wrapped = _wrap(
+        ckpt.model,
+        ckpt.tokenizer,
+        spec,
+        ckpt.source,
+        device,
+        ckpt.weights_sha256,
+        {"files": ckpt.files, "notes": ckpt.notes},
+    )
     wrapped.info.revision = ckpt.revision
     return wrapped
 
@@ -171,7 +226,7 @@ class TinyLMBackend:
         device = resolve_device(options.device)
         target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
         if target.startswith(RANDOM_PREFIX):
-            return load_random(target[len(RANDOM_PREFIX):].lower(), spec, device, int(options.extra.get("seed", 0)))
+            return load_random(target[len(RANDOM_PREFIX) :].lower(), spec, device, int(options.extra.get("seed", 0)))
         if target.lower() in PRESETS:
             bundled = BUNDLED_DIR / target.lower()
             if is_checkpoint_dir(bundled):
@@ -180,14 +235,20 @@ class TinyLMBackend:
         path = Path(target).expanduser()
         if path.is_dir():
             return load_directory(path, spec, device)
-        raise UserError(f"model {spec}: not a preset ({', '.join(PRESETS)}), a checkpoint directory or tinylm:random/PRESET"
-                        f"{did_you_mean(target, list(PRESETS))}")
+        raise UserError(
+            f"model {spec}: not a preset ({', '.join(PRESETS)}), a checkpoint directory or tinylm:random/PRESET"
+            f"{did_you_mean(target, list(PRESETS))}"
+        )
 
     def available(self) -> list[tuple[str, str]]:
         rows = []
         for preset in PRESETS:
             bundled = BUNDLED_DIR / preset
-            where = f"bundled checkpoint {bundled}" if is_checkpoint_dir(bundled) else f"seed Hub repo {SEED_HUB_REPO} (network)"
+            where = (
+                f"bundled checkpoint {bundled}"
+                if is_checkpoint_dir(bundled)
+                else f"seed Hub repo {SEED_HUB_REPO} (network)"
+            )
             rows.append((preset, where))
         rows += [(f"tinylm:random/{p}", "random weights, bundled tokenizer") for p in PRESETS]
         rows.append(("tinylm:PATH", "any checkpoint directory (config.json + weights + tokenizer.json)"))

@@ -39,7 +39,9 @@ def _select(names: list[str], wanted: list[str] | None, what: str, label: str) -
         return names
     for name in wanted:
         if name not in names:
-            raise UserError(f"{label}: no {what} {name!r}{did_you_mean(name, names)}; it has {', '.join(names) or 'none'}")
+            raise UserError(
+                f"{label}: no {what} {name!r}{did_you_mean(name, names)}; it has {', '.join(names) or 'none'}"
+            )
     return [n for n in names if n in wanted]
 
 
@@ -56,15 +58,30 @@ def baseline_dict(side: Side, models: list[str] | None = None, metrics: list[str
             values = rnd.samples.get(model, {})
             present = [m for m in sample_metrics if m in values]
             rows = [[key[0], key[1], *[values[m].get(key) for m in present]] for key in rnd.keys.get(model, [])]
-            per_model[model] = {"status": rnd.statuses.get(model, "ok"), "columns": ["prompt_id", "sample_index", *present],
-                                "rows": rows,
-                                "model_metrics": {m: v for m, v in rnd.model_values.get(model, {}).items() if m in model_metrics}}
-        rounds.append({"run_id": rnd.run_id, "source": rnd.source, "environment": rnd.environment,
-                       "batch_size": rnd.batch_size, "models": per_model})
-    return {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "suite": side.suite, "models": {m: side.models.get(m, {}) for m in model_names},
-            "metrics": {m: side.metrics[m].to_dict() for m in metric_names}, "rounds": rounds}
+            per_model[model] = {
+                "status": rnd.statuses.get(model, "ok"),
+                "columns": ["prompt_id", "sample_index", *present],
+                "rows": rows,
+                "model_metrics": {m: v for m, v in rnd.model_values.get(model, {}).items() if m in model_metrics},
+            }
+        rounds.append(
+            {
+                "run_id": rnd.run_id,
+                "source": rnd.source,
+                "environment": rnd.environment,
+                "batch_size": rnd.batch_size,
+                "models": per_model,
+            }
+        )
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "suite": side.suite,
+        "models": {m: side.models.get(m, {}) for m in model_names},
+        "metrics": {m: side.metrics[m].to_dict() for m in metric_names},
+        "rounds": rounds,
+    }
 
 
 def _is_scalar_list(value: Any) -> bool:
@@ -85,7 +102,9 @@ def dumps_compact(data: Any, indent: int = 0) -> str:
     return json.dumps(data, ensure_ascii=False, allow_nan=False)
 
 
-def write_baseline(side: Side, path: Path, models: list[str] | None = None, metrics: list[str] | None = None) -> dict[str, Any]:
+def write_baseline(
+    side: Side, path: Path, models: list[str] | None = None, metrics: list[str] | None = None
+) -> dict[str, Any]:
     """Write ``baseline.json`` atomically and return its content."""
     data = baseline_dict(side, models, metrics)
     write_text_atomic(path, dumps_compact(data) + "\n")
@@ -104,18 +123,26 @@ def side_from_baseline(data: dict[str, Any], path: Path) -> Side:
     """Rebuild a Side from a baseline file's content, naming the file and field when it is malformed."""
     where = str(path)
     if data.get("format") != FORMAT:
-        raise UserError(f"{where}: not a harness baseline file (format {data.get('format')!r}); "
-                        f"make one with 'harness baseline export RUN_DIR -o {path.name}'")
+        raise UserError(
+            f"{where}: not a harness baseline file (format {data.get('format')!r}); "
+            f"make one with 'harness baseline export RUN_DIR -o {path.name}'"
+        )
     if data.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{where}: baseline format_version {data.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+        raise UserError(
+            f"{where}: baseline format_version {data.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+        )
     suite = _field(data, "suite", dict, where)
     models = _field(data, "models", dict, where)
     metrics = {name: MetricMeta.from_dict(name, meta) for name, meta in _field(data, "metrics", dict, where).items()}
     rounds = []
     for index, entry in enumerate(_field(data, "rounds", list, where)):
         rwhere = f"{where}: rounds[{index}]"
-        rnd = Round(run_id=str(entry.get("run_id", index)), source=str(entry.get("source", where)),
-                    environment=dict(entry.get("environment") or {}), batch_size=entry.get("batch_size"))
+        rnd = Round(
+            run_id=str(entry.get("run_id", index)),
+            source=str(entry.get("source", where)),
+            environment=dict(entry.get("environment") or {}),
+            batch_size=entry.get("batch_size"),
+        )
         for model, block in _field(entry, "models", dict, rwhere).items():
             mwhere = f"{rwhere}.models.{model}"
             columns = _field(block, "columns", list, mwhere)
@@ -140,8 +167,13 @@ def side_from_baseline(data: dict[str, Any], path: Path) -> Side:
         raise UserError(f"{where}: baseline has no rounds")
     if not suite.get("sha256"):
         raise UserError(f"{where}: suite.sha256 is missing; re-export the baseline")
-    return Side(label=where, suite=suite, models={m: dict(info or {}) for m, info in models.items()},
-                metrics=metrics, rounds=rounds)
+    return Side(
+        label=where,
+        suite=suite,
+        models={m: dict(info or {}) for m, info in models.items()},
+        metrics=metrics,
+        rounds=rounds,
+    )
 
 
 def load_baseline(path: Path) -> Side:

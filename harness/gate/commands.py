@@ -57,22 +57,40 @@ def _write(path: Path, text: str) -> None:
 
 
 def gate(
-    candidate: Annotated[list[Path], typer.Argument(
-        help="Candidate run directory; several (or a directory of run directories) = one round each.")],
-    baseline: Annotated[list[Path], typer.Option(
-        "--baseline", "-b", help="Baseline: a baseline.json from 'harness baseline export', or run directories (rounds).")],
-    rules: Annotated[Optional[Path], typer.Option("--rules", "-r", help="Rules YAML (see docs/ci.md); defaults without.")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Gate only this model (repeatable).")] = None,
+    candidate: Annotated[
+        list[Path],
+        typer.Argument(help="Candidate run directory; several (or a directory of run directories) = one round each."),
+    ],
+    baseline: Annotated[
+        list[Path],
+        typer.Option(
+            "--baseline",
+            "-b",
+            help="Baseline: a baseline.json from 'harness baseline export', or run directories (rounds).",
+        ),
+    ],
+    rules: Annotated[
+        Optional[Path], typer.Option("--rules", "-r", help="Rules YAML (see docs/ci.md); defaults without.")
+    ] = None,
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="Gate only this model (repeatable).")
+    ] = None,
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Gate only this metric (repeatable).")] = None,
-    rounds: Annotated[Optional[int], typer.Option(
-        "--rounds", min=1, help="Expect exactly N rounds per side; timing metrics compare round medians.")] = None,
-    fail_on_inconclusive: Annotated[bool, typer.Option(
-        "--fail-on-inconclusive", help="Exit 3 when a gate lacks the data to decide.")] = False,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="What to print on stdout.")] = OutputFormat.table,
+    rounds: Annotated[
+        Optional[int],
+        typer.Option("--rounds", min=1, help="Expect exactly N rounds per side; timing metrics compare round medians."),
+    ] = None,
+    fail_on_inconclusive: Annotated[
+        bool, typer.Option("--fail-on-inconclusive", help="Exit 3 when a gate lacks the data to decide.")
+    ] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="What to print on stdout.")
+    ] = OutputFormat.table,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON result here.")] = None,
     junit_path: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
-    markdown_path: Annotated[Optional[Path], typer.Option(
-        "--markdown", help="Also write Markdown here (e.g. \"$GITHUB_STEP_SUMMARY\").")] = None,
+    markdown_path: Annotated[
+        Optional[Path], typer.Option("--markdown", help='Also write Markdown here (e.g. "$GITHUB_STEP_SUMMARY").')
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed (results are deterministic for a seed).")] = 0,
 ) -> None:
     """Fail when CANDIDATE regresses against BASELINE: exit 0 pass, 1 regression, 2 input error, 3 inconclusive."""
@@ -82,8 +100,16 @@ def gate(
         cand_side = load_side(list(candidate), label="candidate")
         if any(p.is_file() for p in candidate):
             raise UserError("the candidate must be run directories, not a baseline file")
-        result = run_gate(base_side, cand_side, rule_set, models=model or None, metrics=metric or None,
-                          rounds=rounds, fail_on_inconclusive=fail_on_inconclusive, seed=seed)
+        result = run_gate(
+            base_side,
+            cand_side,
+            rule_set,
+            models=model or None,
+            metrics=metric or None,
+            rounds=rounds,
+            fail_on_inconclusive=fail_on_inconclusive,
+            seed=seed,
+        )
         outputs = {json_path: render_json, junit_path: render_junit, markdown_path: render_markdown}
         for path, render in outputs.items():
             if path is not None:
@@ -93,17 +119,26 @@ def gate(
     if output_format is OutputFormat.table:
         render_table(result)
     elif output_format is not OutputFormat.none:
-        render = {OutputFormat.markdown: render_markdown, OutputFormat.json: render_json,
-                  OutputFormat.junit: render_junit}[output_format]
+        render = {
+            OutputFormat.markdown: render_markdown,
+            OutputFormat.json: render_json,
+            OutputFormat.junit: render_junit,
+        }[output_format]
         sys.stdout.write(render(result))
     _exit(result.exit_code)
 
 
 def export(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directory; several = rounds (for timing gates).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the baseline file.")] = Path("baseline.json"),
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Export only this model (repeatable).")] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Export only this metric (repeatable).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the baseline file.")] = Path(
+        "baseline.json"
+    ),
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="Export only this model (repeatable).")
+    ] = None,
+    metric: Annotated[
+        Optional[list[str]], typer.Option("--metric", help="Export only this metric (repeatable).")
+    ] = None,
 ) -> None:
     """Write a compact, commit-friendly baseline file from finished run directories."""
     try:
@@ -112,9 +147,11 @@ def export(
     except UserError as exc:
         _fail(exc)
     samples = sum(len(block["rows"]) for block in data["rounds"][0]["models"].values())
-    typer.echo(f"wrote {output}: suite {data['suite'].get('name')!r}, {len(data['models'])} model(s), "
-               f"{len(data['metrics'])} metric(s), {samples} sample(s), {len(data['rounds'])} round(s), "
-               f"{output.stat().st_size} bytes")
+    typer.echo(
+        f"wrote {output}: suite {data['suite'].get('name')!r}, {len(data['models'])} model(s), "
+        f"{len(data['metrics'])} metric(s), {samples} sample(s), {len(data['rounds'])} round(s), "
+        f"{output.stat().st_size} bytes"
+    )
 
 
 def add_commands(app: typer.Typer) -> None:

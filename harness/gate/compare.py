@@ -28,7 +28,14 @@ from harness.gate.stats import (
 
 # Verdicts. Failing ones: regression, missing. inconclusive fails only with --fail-on-inconclusive.
 PASS, IMPROVED, REGRESSION, MISSING, INCONCLUSIVE, WARNING, INFO = (
-    "pass", "improved", "regression", "missing", "inconclusive", "warning", "info")
+    "pass",
+    "improved",
+    "regression",
+    "missing",
+    "inconclusive",
+    "warning",
+    "info",
+)
 
 
 @dataclass
@@ -119,7 +126,9 @@ def _set_means(comp: Comparison, base_mean: float, cand_mean: float) -> None:
     comp.rel_change = comp.change / abs(base_mean) if base_mean != 0 else None
 
 
-def _compare_rounds(comp: Comparison, baseline: Side, candidate: Side, resamples: int, confidence: float, seed: int) -> None:
+def _compare_rounds(
+    comp: Comparison, baseline: Side, candidate: Side, resamples: int, confidence: float, seed: int
+) -> None:
     """Timing metrics: rounds are the replicates; Mann-Whitney U on round values (gates.md §3)."""
     base, comp.missing_baseline = _round_values(baseline, comp.model, comp.meta)
     cand, comp.missing_candidate = _round_values(candidate, comp.model, comp.meta)
@@ -170,7 +179,9 @@ def _compare_exact(comp: Comparison, baseline: Side, candidate: Side) -> tuple[l
     return differing, worst
 
 
-def _compare_samples(comp: Comparison, baseline: Side, candidate: Side, resamples: int, confidence: float, seed: int) -> None:
+def _compare_samples(
+    comp: Comparison, baseline: Side, candidate: Side, resamples: int, confidence: float, seed: int
+) -> None:
     """Quality metrics: samples pair by (prompt id, sample index); prompts are the unit of replication."""
     base, comp.missing_baseline = _values(baseline, 0, comp.model, comp.metric)
     cand, comp.missing_candidate = _values(candidate, 0, comp.model, comp.metric)
@@ -184,7 +195,8 @@ def _compare_samples(comp: Comparison, baseline: Side, candidate: Side, resample
     alternative = worse_alternative(comp.rule.direction)
     pairs = [k for k in base if k in cand]
     paired = comp.rule.test == "wilcoxon" or (
-        comp.rule.test == "auto" and len(pairs) >= max(2, 0.5 * max(len(base), len(cand))))
+        comp.rule.test == "auto" and len(pairs) >= max(2, 0.5 * max(len(base), len(cand)))
+    )
     if paired and len(pairs) >= 2:
         base_sum, count = _prompt_sums({k: base[k] for k in pairs})
         cand_sum, _ = _prompt_sums({k: cand[k] for k in pairs})
@@ -224,8 +236,16 @@ def _judge_tolerance(comp: Comparison) -> None:
         comp.beyond_tolerance = least_worse > comp.tolerance
 
 
-def compare(meta: MetricMeta, model: str, rule: Rule, baseline: Side, candidate: Side,
-            resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> Comparison:
+def compare(
+    meta: MetricMeta,
+    model: str,
+    rule: Rule,
+    baseline: Side,
+    candidate: Side,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Comparison:
     """Gather, test and measure one metric × model; the verdict is settled later (after Holm)."""
     comp = Comparison(metric=meta.name, model=model, meta=meta, rule=rule)
     gate_seed = _seed(meta.name, model, seed)
@@ -236,8 +256,10 @@ def compare(meta: MetricMeta, model: str, rule: Rule, baseline: Side, candidate:
             if differing:
                 comp.verdict, comp.beyond_tolerance = REGRESSION, True
                 first = differing[0]
-                comp.reason = (f"exact: {len(differing)} of {max(comp.n_baseline, comp.n_candidate)} values differ "
-                               f"(first {first[0]}#{first[1]}, max |Δ| {worst:.4g})")
+                comp.reason = (
+                    f"exact: {len(differing)} of {max(comp.n_baseline, comp.n_candidate)} values differ "
+                    f"(first {first[0]}#{first[1]}, max |Δ| {worst:.4g})"
+                )
             else:
                 comp.method, comp.reason = "identical", "exact: every value reproduces"
         return comp

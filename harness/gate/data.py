@@ -36,8 +36,13 @@ class MetricMeta:
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> MetricMeta:
-        return cls(name=name, unit=str(data.get("unit", "") or ""), higher_is_better=data.get("higher_is_better"),
-                   kind=str(data.get("kind", "quality") or "quality"), level=str(data.get("level", "sample") or "sample"))
+        return cls(
+            name=name,
+            unit=str(data.get("unit", "") or ""),
+            higher_is_better=data.get("higher_is_better"),
+            kind=str(data.get("kind", "quality") or "quality"),
+            level=str(data.get("level", "sample") or "sample"),
+        )
 
 
 @dataclass
@@ -88,14 +93,20 @@ def clean_value(value: Any) -> float | None:
 def round_from_run(run: Run) -> Round:
     """Pull the per-sample and model-level values of one run directory into a Round."""
     manifest = run.manifest
-    rnd = Round(run_id=str(manifest.get("run_id", run.path.name)), source=str(run.path),
-                environment=dict(manifest.get("environment") or {}), batch_size=manifest.get("batch_size"),
-                statuses={m["name"]: str(m.get("status", "ok")) for m in manifest.get("models", [])})
+    rnd = Round(
+        run_id=str(manifest.get("run_id", run.path.name)),
+        source=str(run.path),
+        environment=dict(manifest.get("environment") or {}),
+        batch_size=manifest.get("batch_size"),
+        statuses={m["name"]: str(m.get("status", "ok")) for m in manifest.get("models", [])},
+    )
     seen: dict[str, dict[Key, None]] = {}  # ordered set of keys per model (a resumed run may repeat one)
     for record in run.samples:
         model = record.get("model")
         if model is None or "prompt_id" not in record:
-            raise UserError(f"{run.path}/samples.jsonl: a sample has no 'model' or 'prompt_id'; the run directory is damaged")
+            raise UserError(
+                f"{run.path}/samples.jsonl: a sample has no 'model' or 'prompt_id'; the run directory is damaged"
+            )
         key: Key = (str(record["prompt_id"]), int(record.get("sample_index", 0)))
         seen.setdefault(model, {})[key] = None
         per_metric = rnd.samples.setdefault(model, {})
@@ -124,7 +135,9 @@ def _metric_metas(run: Run) -> dict[str, MetricMeta]:
 def suite_identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """The part of a manifest's suite block that decides whether two runs are comparable."""
     suite = manifest.get("suite") or {}
-    return {k: suite.get(k) for k in ("name", "sha256", "prompts_sha256", "n_prompts", "samples_per_prompt", "sampling")}
+    return {
+        k: suite.get(k) for k in ("name", "sha256", "prompts_sha256", "n_prompts", "samples_per_prompt", "sampling")
+    }
 
 
 def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) -> Side:
@@ -142,8 +155,10 @@ def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) 
         if "suite" not in run.manifest or "sha256" not in (run.manifest.get("suite") or {}):
             raise UserError(f"{run.path}/{MANIFEST}: no suite.sha256; the run directory is damaged or too old")
         if run.suite_sha256 != first.suite_sha256:
-            raise UserError(f"{label}: rounds {first.path} and {run.path} ran different suites "
-                            f"(sha256 {first.suite_sha256[:12]} vs {run.suite_sha256[:12]}); a side's rounds must repeat one suite")
+            raise UserError(
+                f"{label}: rounds {first.path} and {run.path} ran different suites "
+                f"(sha256 {first.suite_sha256[:12]} vs {run.suite_sha256[:12]}); a side's rounds must repeat one suite"
+            )
     models: dict[str, dict[str, Any]] = {}
     metas: dict[str, MetricMeta] = {}
     for run in runs:
@@ -151,8 +166,13 @@ def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) 
             models.setdefault(entry["name"], dict(entry.get("info") or {}))
         for name, meta in _metric_metas(run).items():
             metas.setdefault(name, meta)
-    return Side(label=label, suite=suite_identity(first.manifest), models=models, metrics=metas,
-                rounds=[round_from_run(run) for run in runs])
+    return Side(
+        label=label,
+        suite=suite_identity(first.manifest),
+        models=models,
+        metrics=metas,
+        rounds=[round_from_run(run) for run in runs],
+    )
 
 
 def expand_run_paths(paths: list[Path]) -> list[Path]:
@@ -178,6 +198,8 @@ def load_side(paths: list[Path], label: str) -> Side:
     files = [p for p in paths if p.is_file()]
     if files:
         if len(paths) != 1:
-            raise UserError(f"{label}: give either one baseline file or run directories, not both ({', '.join(map(str, paths))})")
+            raise UserError(
+                f"{label}: give either one baseline file or run directories, not both ({', '.join(map(str, paths))})"
+            )
         return load_baseline(files[0])
     return side_from_runs([load_run(p) for p in expand_run_paths(paths)], label=", ".join(map(str, paths)))

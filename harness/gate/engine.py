@@ -71,13 +71,17 @@ def check_suites(baseline: Side, candidate: Side) -> None:
     """Different suite hash or prompts: an input error, never a pass."""
     b, c = baseline.suite, candidate.suite
     if b.get("prompts_sha256") and c.get("prompts_sha256") and b["prompts_sha256"] != c["prompts_sha256"]:
-        raise UserError(f"suite mismatch: the candidate ran different prompts than the baseline "
-                        f"(prompts_sha256 {str(c['prompts_sha256'])[:12]} vs {str(b['prompts_sha256'])[:12]}); "
-                        f"re-export the baseline from a run of the same suite")
+        raise UserError(
+            f"suite mismatch: the candidate ran different prompts than the baseline "
+            f"(prompts_sha256 {str(c['prompts_sha256'])[:12]} vs {str(b['prompts_sha256'])[:12]}); "
+            f"re-export the baseline from a run of the same suite"
+        )
     if b.get("sha256") != c.get("sha256"):
-        raise UserError(f"suite mismatch: candidate suite {c.get('name')!r} (sha256 {str(c.get('sha256'))[:12]}) is not the "
-                        f"baseline's {b.get('name')!r} (sha256 {str(b.get('sha256'))[:12]}): prompts, sampling or metrics "
-                        f"changed; re-export the baseline with 'harness baseline export'")
+        raise UserError(
+            f"suite mismatch: candidate suite {c.get('name')!r} (sha256 {str(c.get('sha256'))[:12]}) is not the "
+            f"baseline's {b.get('name')!r} (sha256 {str(b.get('sha256'))[:12]}): prompts, sampling or metrics "
+            f"changed; re-export the baseline with 'harness baseline export'"
+        )
 
 
 def _device_kind(value: Any) -> Any:
@@ -98,8 +102,11 @@ def check_models(baseline: Side, candidate: Side, rules: Rules, models: list[str
                 continue
             shown = f"{str(c_val)[:12]} vs baseline {str(b_val)[:12]}"
             if name in required:
-                why = ("exact gates need the baseline's weights" if name == "weights" and model in exact_models
-                       else f"remove {name!r} from require_match in the rules to compare anyway")
+                why = (
+                    "exact gates need the baseline's weights"
+                    if name == "weights" and model in exact_models
+                    else f"remove {name!r} from require_match in the rules to compare anyway"
+                )
                 raise UserError(f"model mismatch: {model!r} {key} is {shown}; {why}")
             notes.append(f"{model}: {key} differs from the baseline ({shown}): gating a model change")
     return notes
@@ -134,8 +141,10 @@ def _metas(baseline: Side, candidate: Side, notes: list[str]) -> dict[str, Metri
         if name not in metas:
             metas[name] = meta
         elif metas[name].higher_is_better != meta.higher_is_better:
-            notes.append(f"{name}: candidate says higher_is_better={meta.higher_is_better}, baseline "
-                         f"{metas[name].higher_is_better}; using the baseline's")
+            notes.append(
+                f"{name}: candidate says higher_is_better={meta.higher_is_better}, baseline "
+                f"{metas[name].higher_is_better}; using the baseline's"
+            )
     return metas
 
 
@@ -155,12 +164,18 @@ def _settle(comp: Comparison) -> None:
     if comp.verdict == REGRESSION:  # exact gates decide without a test
         return
     if comp.n_baseline and not comp.n_candidate:
-        comp.verdict, comp.reason = MISSING, f"no candidate values ({comp.missing_candidate} missing); the baseline has {comp.n_baseline}"
+        comp.verdict, comp.reason = (
+            MISSING,
+            f"no candidate values ({comp.missing_candidate} missing); the baseline has {comp.n_baseline}",
+        )
         return
     if not comp.n_baseline:
         comp.verdict = INFO
-        comp.reason = ("no values on either side" if not comp.n_candidate
-                       else "no baseline values: new metric or model, nothing to compare")
+        comp.reason = (
+            "no values on either side"
+            if not comp.n_candidate
+            else "no baseline values: new metric or model, nothing to compare"
+        )
         comp.gated = False
         return
     if comp.method == "identical":
@@ -169,20 +184,24 @@ def _settle(comp: Comparison) -> None:
     if rule.direction == "none":
         comp.verdict, comp.reason = INFO, "no better direction (higher_is_better is null): reported, not gated"
         return
-    significant = comp.test is not None and (
-        comp.p_adjusted if comp.in_family else comp.test.p_value) <= rule.alpha
+    significant = comp.test is not None and (comp.p_adjusted if comp.in_family else comp.test.p_value) <= rule.alpha
     if comp.method == "single value":
         significant = True  # a deterministic model-level value: any change beyond tolerance is real
     if comp.beyond_tolerance:
         if significant:
             comp.verdict = REGRESSION if comp.gated else WARNING
-            comp.reason = ("one value per side: changed beyond tolerance" if comp.test is None
-                           else "significant and beyond tolerance")
+            comp.reason = (
+                "one value per side: changed beyond tolerance"
+                if comp.test is None
+                else "significant and beyond tolerance"
+            )
         elif comp.test is not None and comp.test.min_p * max(1, comp.family_size) > rule.alpha:
             comp.verdict = INCONCLUSIVE
-            comp.reason = (f"beyond tolerance, but {comp.n_baseline} vs {comp.n_candidate} {comp.unit_of_replication}s "
-                           f"cannot reach p ≤ {rule.alpha / max(1, comp.family_size):.2g} (best possible p = "
-                           f"{comp.test.min_p:.2g}); add {'rounds (--rounds)' if comp.unit_of_replication == 'round' else 'samples'}")
+            comp.reason = (
+                f"beyond tolerance, but {comp.n_baseline} vs {comp.n_candidate} {comp.unit_of_replication}s "
+                f"cannot reach p ≤ {rule.alpha / max(1, comp.family_size):.2g} (best possible p = "
+                f"{comp.test.min_p:.2g}); add {'rounds (--rounds)' if comp.unit_of_replication == 'round' else 'samples'}"
+            )
         else:
             comp.verdict, comp.reason = PASS, "beyond tolerance but not significant"
     elif comp.better_beyond_tolerance and _clearly_better(comp):
@@ -193,22 +212,32 @@ def _settle(comp: Comparison) -> None:
         comp.reason = f"{comp.reason}; not gated: {comp.not_gated_reason}"
 
 
-def run_gate(baseline: Side, candidate: Side, rules: Rules | None = None, models: list[str] | None = None,
-             metrics: list[str] | None = None, rounds: int | None = None, fail_on_inconclusive: bool = False,
-             seed: int = 0) -> GateResult:
+def run_gate(
+    baseline: Side,
+    candidate: Side,
+    rules: Rules | None = None,
+    models: list[str] | None = None,
+    metrics: list[str] | None = None,
+    rounds: int | None = None,
+    fail_on_inconclusive: bool = False,
+    seed: int = 0,
+) -> GateResult:
     """Compare candidate against baseline under the rules; raise UserError for input errors (exit 2)."""
     rules = rules or Rules()
     check_suites(baseline, candidate)
     if rounds is not None:
         for side, name in ((baseline, "baseline"), (candidate, "candidate")):
             if len(side.rounds) != rounds:
-                raise UserError(f"--rounds {rounds}: the {name} has {len(side.rounds)} round(s) ({side.label}); "
-                                f"give one run directory per round")
+                raise UserError(
+                    f"--rounds {rounds}: the {name} has {len(side.rounds)} round(s) ({side.label}); "
+                    f"give one run directory per round"
+                )
     missing = [m for m in baseline.model_names if m not in candidate.model_names]
     wanted_missing = [m for m in missing if not models or m in models]
     if wanted_missing:
-        raise UserError(f"candidate has no model {wanted_missing[0]!r} that the baseline has; "
-                        f"run it, or gate a subset with --model")
+        raise UserError(
+            f"candidate has no model {wanted_missing[0]!r} that the baseline has; run it, or gate a subset with --model"
+        )
     model_list = _select(models, [m for m in baseline.model_names if m in candidate.model_names], "model")
     notes: list[str] = []
     extra = [m for m in candidate.model_names if m not in baseline.model_names]
@@ -217,20 +246,35 @@ def run_gate(baseline: Side, candidate: Side, rules: Rules | None = None, models
     metas = _metas(baseline, candidate, notes)
     rules.check_names(list(metas), baseline.model_names + extra)
     metric_list = _select(metrics, list(metas), "metric")
-    resolved = {(m, model): rules.resolve(m, model, metas[m].kind, metas[m].higher_is_better)
-                for m in metric_list for model in model_list}
+    resolved = {
+        (m, model): rules.resolve(m, model, metas[m].kind, metas[m].higher_is_better)
+        for m in metric_list
+        for model in model_list
+    }
     exact_models = {model for (_, model), rule in resolved.items() if rule.test == "exact"}
     notes.extend(check_models(baseline, candidate, rules, model_list, exact_models))
     other_machine = environment_differences(baseline, candidate)
     if other_machine and any(metas[m].kind == "timing" for m in metric_list):
-        action = "gated anyway (timing_other_machine: gate)" if rules.spec.timing_other_machine == "gate" else "reported, not gated"
+        action = (
+            "gated anyway (timing_other_machine: gate)"
+            if rules.spec.timing_other_machine == "gate"
+            else "reported, not gated"
+        )
         notes.append(f"timing metrics compared across machines ({'; '.join(other_machine)}): {action}")
     comparisons = []
     for metric in metric_list:
         for model in model_list:
             rule = resolved[(metric, model)]
-            comp = compare(metas[metric], model, rule, baseline, candidate, rules.spec.bootstrap_resamples,
-                           rules.spec.confidence, seed)
+            comp = compare(
+                metas[metric],
+                model,
+                rule,
+                baseline,
+                candidate,
+                rules.spec.bootstrap_resamples,
+                rules.spec.confidence,
+                seed,
+            )
             if not rule.gate:
                 comp.gated, comp.not_gated_reason = False, "gate: false in the rules"
             elif metas[metric].kind == "timing" and other_machine and rules.spec.timing_other_machine == "report":
@@ -243,8 +287,10 @@ def run_gate(baseline: Side, candidate: Side, rules: Rules | None = None, models
         _settle(comp)
     single_round_timing = [c for c in comparisons if c.unit_of_replication == "round" and c.verdict == INCONCLUSIVE]
     if single_round_timing and min(len(baseline.rounds), len(candidate.rounds)) < 2:
-        notes.append("timing metrics are replicated by runs: with one run per side a timing change can only be "
-                     "inconclusive; use --rounds (docs/ci.md) or 'replicate: samples' with a wide tolerance")
+        notes.append(
+            "timing metrics are replicated by runs: with one run per side a timing change can only be "
+            "inconclusive; use --rounds (docs/ci.md) or 'replicate: samples' with a wide tolerance"
+        )
     return GateResult(comparisons, baseline, candidate, rules, notes, other_machine, fail_on_inconclusive)
 
 
@@ -254,9 +300,16 @@ def _holm(comparisons: list[Comparison]) -> None:
     Left out: exact and identical gates (no test needed) and tests too small to ever reach alpha
     (Tarone's refinement: they cannot produce a false alarm, so they need no share of alpha).
     """
-    family = [c for c in comparisons if c.gated and c.test is not None and c.rule.direction != "none"
-              and c.method not in ("identical", "exact") and c.verdict != REGRESSION
-              and c.test.min_p <= c.rule.alpha]  # Tarone: a test that can never reject costs no alpha
+    family = [
+        c
+        for c in comparisons
+        if c.gated
+        and c.test is not None
+        and c.rule.direction != "none"
+        and c.method not in ("identical", "exact")
+        and c.verdict != REGRESSION
+        and c.test.min_p <= c.rule.alpha
+    ]  # Tarone: a test that can never reject costs no alpha
     adjusted, divisors = holm([c.test.p_value for c in family])  # type: ignore[union-attr]
     for comp, p_adj, divisor in zip(family, adjusted, divisors, strict=True):
         comp.in_family, comp.p_adjusted = True, p_adj

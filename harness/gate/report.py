@@ -22,8 +22,15 @@ from harness.gate.engine import GateResult
 JSON_FORMAT = "tinylm-harness-gate"
 MARKDOWN_MARKER = "<!-- tinylm-harness-gate -->"  # lets a CI step find and update its PR comment in place
 SEVERITY = {REGRESSION: 0, MISSING: 0, INCONCLUSIVE: 1, WARNING: 2, IMPROVED: 3, PASS: 4, INFO: 5}
-STYLE = {REGRESSION: "bold red", MISSING: "bold red", INCONCLUSIVE: "yellow", WARNING: "yellow",
-         IMPROVED: "green", PASS: "green", INFO: "dim"}
+STYLE = {
+    REGRESSION: "bold red",
+    MISSING: "bold red",
+    INCONCLUSIVE: "yellow",
+    WARNING: "yellow",
+    IMPROVED: "green",
+    PASS: "green",
+    INFO: "dim",
+}
 ICON = {REGRESSION: "❌", MISSING: "❌", INCONCLUSIVE: "⚠️", WARNING: "⚠️", IMPROVED: "🟢", PASS: "✅", INFO: "ℹ️"}
 
 
@@ -87,24 +94,44 @@ def _sorted(result: GateResult) -> list[Comparison]:
 def _context(result: GateResult) -> str:
     suite = result.baseline.suite
     family = max((c.family_size for c in result.comparisons if c.in_family), default=0)
-    return (f"suite {suite.get('name')!r} (sha256 {str(suite.get('sha256'))[:12]}) · baseline {result.baseline.label} "
-            f"({len(result.baseline.rounds)} round(s)) · candidate {result.candidate.label} "
-            f"({len(result.candidate.rounds)} round(s)) · Holm over {family} test(s)")
+    return (
+        f"suite {suite.get('name')!r} (sha256 {str(suite.get('sha256'))[:12]}) · baseline {result.baseline.label} "
+        f"({len(result.baseline.rounds)} round(s)) · candidate {result.candidate.label} "
+        f"({len(result.candidate.rounds)} round(s)) · Holm over {family} test(s)"
+    )
 
 
 def render_table(result: GateResult, console: Console | None = None) -> None:
     """The terminal table: worst verdicts first, then notes and the headline."""
     console = console or Console(width=None if Console().is_terminal else 160)
     table = Table(title=_context(result), title_justify="left", show_lines=False)
-    for column, justify in (("metric", "left"), ("model", "left"), ("baseline", "right"), ("candidate", "right"),
-                            ("change", "right"), (f"{result.rules.spec.confidence:.0%} CI", "right"), ("p", "right"),
-                            ("p (Holm)", "right"), ("verdict", "left"), ("why", "left")):
+    for column, justify in (
+        ("metric", "left"),
+        ("model", "left"),
+        ("baseline", "right"),
+        ("candidate", "right"),
+        ("change", "right"),
+        (f"{result.rules.spec.confidence:.0%} CI", "right"),
+        ("p", "right"),
+        ("p (Holm)", "right"),
+        ("verdict", "left"),
+        ("why", "left"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for comp in _sorted(result):
         style = STYLE.get(comp.verdict, "") if comp.gated else "dim"
-        table.add_row(comp.metric, comp.model, fmt_num(comp.baseline_mean), fmt_num(comp.candidate_mean),
-                      fmt_change(comp), fmt_ci(comp), fmt_p(comp.p_value), fmt_p(comp.p_adjusted),
-                      f"[{style}]{verdict_label(comp)}[/]", comp.reason)
+        table.add_row(
+            comp.metric,
+            comp.model,
+            fmt_num(comp.baseline_mean),
+            fmt_num(comp.candidate_mean),
+            fmt_change(comp),
+            fmt_ci(comp),
+            fmt_p(comp.p_value),
+            fmt_p(comp.p_adjusted),
+            f"[{style}]{verdict_label(comp)}[/]",
+            comp.reason,
+        )
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
@@ -119,13 +146,28 @@ def _cell(text: str) -> str:
 def render_markdown(result: GateResult) -> str:
     """GitHub-flavoured Markdown: a headline, the table (worst first) and notes."""
     icon = "❌" if result.regressions else "⚠️" if result.inconclusive else "✅"
-    lines = [MARKDOWN_MARKER, f"### {icon} {headline(result)}", "", _cell(_context(result)), "",
-             f"| verdict | metric | model | baseline | candidate | change | {result.rules.spec.confidence:.0%} CI | p | p (Holm) | why |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        MARKDOWN_MARKER,
+        f"### {icon} {headline(result)}",
+        "",
+        _cell(_context(result)),
+        "",
+        f"| verdict | metric | model | baseline | candidate | change | {result.rules.spec.confidence:.0%} CI | p | p (Holm) | why |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for comp in _sorted(result):
-        cells = [f"{ICON.get(comp.verdict, '')} {verdict_label(comp)}", comp.metric, comp.model, fmt_num(comp.baseline_mean),
-                 fmt_num(comp.candidate_mean), fmt_change(comp), fmt_ci(comp), fmt_p(comp.p_value),
-                 fmt_p(comp.p_adjusted), comp.reason]
+        cells = [
+            f"{ICON.get(comp.verdict, '')} {verdict_label(comp)}",
+            comp.metric,
+            comp.model,
+            fmt_num(comp.baseline_mean),
+            fmt_num(comp.candidate_mean),
+            fmt_change(comp),
+            fmt_ci(comp),
+            fmt_p(comp.p_value),
+            fmt_p(comp.p_adjusted),
+            comp.reason,
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if result.notes:
         lines += ["", "**Notes**", ""] + [f"- {_cell(note)}" for note in result.notes]
@@ -135,29 +177,38 @@ def render_markdown(result: GateResult) -> str:
 def _details(comp: Comparison) -> str:
     """The failure text of a JUnit test case: everything needed to judge the verdict without the logs."""
     tol = comp.rule
-    return "\n".join([
-        f"{comp.metric} for {comp.model}: {comp.verdict} ({comp.reason})",
-        f"baseline mean {fmt_num(comp.baseline_mean)} (n={comp.n_baseline}, missing {comp.missing_baseline}), "
-        f"candidate mean {fmt_num(comp.candidate_mean)} (n={comp.n_candidate}, missing {comp.missing_candidate})",
-        f"change {fmt_change(comp)} ({fmt_num(comp.change)} {comp.meta.unit}".rstrip() + f"), CI {fmt_ci(comp)}",
-        f"test {comp.method} by {comp.unit_of_replication}, p = {fmt_p(comp.p_value)}, Holm-adjusted p = "
-        f"{fmt_p(comp.p_adjusted)}, adjusted alpha = {fmt_p(comp.alpha_step or tol.alpha)} (alpha {tol.alpha})",
-        f"direction {tol.direction}, tolerance {fmt_num(comp.tolerance)} (rel {tol.rel_tolerance}, abs {tol.abs_tolerance})",
-    ])
+    return "\n".join(
+        [
+            f"{comp.metric} for {comp.model}: {comp.verdict} ({comp.reason})",
+            f"baseline mean {fmt_num(comp.baseline_mean)} (n={comp.n_baseline}, missing {comp.missing_baseline}), "
+            f"candidate mean {fmt_num(comp.candidate_mean)} (n={comp.n_candidate}, missing {comp.missing_candidate})",
+            f"change {fmt_change(comp)} ({fmt_num(comp.change)} {comp.meta.unit}".rstrip() + f"), CI {fmt_ci(comp)}",
+            f"test {comp.method} by {comp.unit_of_replication}, p = {fmt_p(comp.p_value)}, Holm-adjusted p = "
+            f"{fmt_p(comp.p_adjusted)}, adjusted alpha = {fmt_p(comp.alpha_step or tol.alpha)} (alpha {tol.alpha})",
+            f"direction {tol.direction}, tolerance {fmt_num(comp.tolerance)} (rel {tol.rel_tolerance}, abs {tol.abs_tolerance})",
+        ]
+    )
 
 
 def render_junit(result: GateResult) -> str:
     """JUnit XML: one test case per metric × model; failure = regression/missing, skipped = inconclusive."""
     failures = sum(1 for c in result.comparisons if c.failing)
     skipped = sum(1 for c in result.comparisons if c.gated and c.verdict == INCONCLUSIVE)
-    attrs = {"tests": str(len(result.comparisons)), "failures": str(failures), "errors": "0",
-             "skipped": str(skipped), "time": "0"}
+    attrs = {
+        "tests": str(len(result.comparisons)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": str(skipped),
+        "time": "0",
+    }
     root = ET.Element("testsuites", {"name": "harness gate", **attrs})
     suite = ET.SubElement(root, "testsuite", {"name": f"harness gate: {result.baseline.suite.get('name')}", **attrs})
     for comp in result.comparisons:
         case = ET.SubElement(suite, "testcase", {"classname": f"gate.{comp.model}", "name": comp.metric, "time": "0"})
-        summary = (f"{comp.metric}/{comp.model}: change {fmt_change(comp)}, CI {fmt_ci(comp)}, p {fmt_p(comp.p_value)}, "
-                   f"Holm p {fmt_p(comp.p_adjusted)}, adjusted alpha {fmt_p(comp.alpha_step or comp.rule.alpha)}")
+        summary = (
+            f"{comp.metric}/{comp.model}: change {fmt_change(comp)}, CI {fmt_ci(comp)}, p {fmt_p(comp.p_value)}, "
+            f"Holm p {fmt_p(comp.p_adjusted)}, adjusted alpha {fmt_p(comp.alpha_step or comp.rule.alpha)}"
+        )
         if comp.failing:
             ET.SubElement(case, "failure", {"message": summary, "type": comp.verdict}).text = _details(comp)
         elif comp.gated and comp.verdict == INCONCLUSIVE:
@@ -174,37 +225,72 @@ def _finite(value: float | None) -> float | None:
 
 def comparison_dict(comp: Comparison) -> dict[str, Any]:
     rule = comp.rule
-    return {"metric": comp.metric, "model": comp.model, "kind": comp.meta.kind, "unit": comp.meta.unit,
-            "level": comp.meta.level, "direction": rule.direction, "test": comp.method,
-            "unit_of_replication": comp.unit_of_replication,
-            "n_baseline": comp.n_baseline, "n_candidate": comp.n_candidate,
-            "missing_baseline": comp.missing_baseline, "missing_candidate": comp.missing_candidate,
-            "baseline_mean": _finite(comp.baseline_mean), "candidate_mean": _finite(comp.candidate_mean),
-            "change": _finite(comp.change), "rel_change": _finite(comp.rel_change),
-            "ci": {"abs_low": comp.ci.abs_low, "abs_high": comp.ci.abs_high,
-                   "rel_low": comp.ci.rel_low, "rel_high": comp.ci.rel_high},
-            "p_value": comp.p_value, "p_adjusted": comp.p_adjusted, "min_p": comp.test.min_p if comp.test else None,
-            "alpha": rule.alpha, "alpha_step": comp.alpha_step, "family_size": comp.family_size if comp.in_family else 0,
-            "rel_tolerance": rule.rel_tolerance, "abs_tolerance": rule.abs_tolerance, "tolerance": _finite(comp.tolerance),
-            "strict": rule.strict, "beyond_tolerance": comp.beyond_tolerance, "gated": comp.gated,
-            "verdict": comp.verdict, "reason": comp.reason}
+    return {
+        "metric": comp.metric,
+        "model": comp.model,
+        "kind": comp.meta.kind,
+        "unit": comp.meta.unit,
+        "level": comp.meta.level,
+        "direction": rule.direction,
+        "test": comp.method,
+        "unit_of_replication": comp.unit_of_replication,
+        "n_baseline": comp.n_baseline,
+        "n_candidate": comp.n_candidate,
+        "missing_baseline": comp.missing_baseline,
+        "missing_candidate": comp.missing_candidate,
+        "baseline_mean": _finite(comp.baseline_mean),
+        "candidate_mean": _finite(comp.candidate_mean),
+        "change": _finite(comp.change),
+        "rel_change": _finite(comp.rel_change),
+        "ci": {
+            "abs_low": comp.ci.abs_low,
+            "abs_high": comp.ci.abs_high,
+            "rel_low": comp.ci.rel_low,
+            "rel_high": comp.ci.rel_high,
+        },
+        "p_value": comp.p_value,
+        "p_adjusted": comp.p_adjusted,
+        "min_p": comp.test.min_p if comp.test else None,
+        "alpha": rule.alpha,
+        "alpha_step": comp.alpha_step,
+        "family_size": comp.family_size if comp.in_family else 0,
+        "rel_tolerance": rule.rel_tolerance,
+        "abs_tolerance": rule.abs_tolerance,
+        "tolerance": _finite(comp.tolerance),
+        "strict": rule.strict,
+        "beyond_tolerance": comp.beyond_tolerance,
+        "gated": comp.gated,
+        "verdict": comp.verdict,
+        "reason": comp.reason,
+    }
 
 
 def _side(side: Any) -> dict[str, Any]:
-    return {"label": side.label, "rounds": [{"run_id": r.run_id, "source": r.source} for r in side.rounds],
-            "environment": {k: side.environment.get(k) for k in ("cpu", "platform", "device", "threads")}}
+    return {
+        "label": side.label,
+        "rounds": [{"run_id": r.run_id, "source": r.source} for r in side.rounds],
+        "environment": {k: side.environment.get(k) for k in ("cpu", "platform", "device", "threads")},
+    }
 
 
 def result_dict(result: GateResult) -> dict[str, Any]:
     """Machine-readable result: the verdict, the exit code and every comparison."""
-    return {"format": JSON_FORMAT, "format_version": 1, "status": result.status, "exit_code": result.exit_code,
-            "headline": headline(result),
-            "suite": {k: result.baseline.suite.get(k) for k in ("name", "sha256", "prompts_sha256")},
-            "baseline": _side(result.baseline), "candidate": _side(result.candidate),
-            "rules": result.rules.source, "confidence": result.rules.spec.confidence,
-            "other_machine": result.other_machine, "notes": result.notes,
-            "counts": dict(Counter(c.verdict for c in result.comparisons)),
-            "results": [comparison_dict(c) for c in result.comparisons]}
+    return {
+        "format": JSON_FORMAT,
+        "format_version": 1,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "headline": headline(result),
+        "suite": {k: result.baseline.suite.get(k) for k in ("name", "sha256", "prompts_sha256")},
+        "baseline": _side(result.baseline),
+        "candidate": _side(result.candidate),
+        "rules": result.rules.source,
+        "confidence": result.rules.spec.confidence,
+        "other_machine": result.other_machine,
+        "notes": result.notes,
+        "counts": dict(Counter(c.verdict for c in result.comparisons)),
+        "results": [comparison_dict(c) for c in result.comparisons],
+    }
 
 
 def render_json(result: GateResult) -> str:

@@ -45,11 +45,17 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    direction: Direction | None = Field(None, description="higher/lower is better, any = a change either way regresses, none = report only")
-    rel_tolerance: float | None = Field(None, ge=0, description="allowed worsening relative to the baseline mean (0.05 = 5%)")
+    direction: Direction | None = Field(
+        None, description="higher/lower is better, any = a change either way regresses, none = report only"
+    )
+    rel_tolerance: float | None = Field(
+        None, ge=0, description="allowed worsening relative to the baseline mean (0.05 = 5%)"
+    )
     abs_tolerance: float | None = Field(None, ge=0, description="allowed worsening in the metric's unit")
     alpha: float | None = Field(None, gt=0, lt=1, description="significance level before Holm correction")
-    test: TestChoice | None = Field(None, description="auto: Wilcoxon when samples pair, else Mann-Whitney; exact: any difference fails")
+    test: TestChoice | None = Field(
+        None, description="auto: Wilcoxon when samples pair, else Mann-Whitney; exact: any difference fails"
+    )
     replicate: Replicate | None = Field(None, description="runs: one value per round (timing); samples: one per sample")
     strict: bool | None = Field(None, description="require the whole confidence interval beyond the tolerance")
     gate: bool | None = Field(None, description="false = report the metric but never fail on it")
@@ -115,8 +121,11 @@ class Rules:
 
     def resolve(self, metric: str, model: str, kind: str, higher_is_better: bool | None) -> Rule:
         """Layer the settings for one metric × model (see the module docstring for the order)."""
-        merged: dict[str, Any] = {**COMMON_DEFAULTS, **KIND_DEFAULTS.get(kind, KIND_DEFAULTS["quality"]),
-                                  "direction": direction_of(higher_is_better)}
+        merged: dict[str, Any] = {
+            **COMMON_DEFAULTS,
+            **KIND_DEFAULTS.get(kind, KIND_DEFAULTS["quality"]),
+            "direction": direction_of(higher_is_better),
+        }
         layers: list[Settings] = [self.spec.defaults]
         if kind in self.spec.kinds:
             layers.append(self.spec.kinds[kind])  # type: ignore[index]
@@ -133,11 +142,15 @@ class Rules:
         """Fail on rules for metrics or models the runs do not have: a typo would silently disable a gate."""
         for name, rule in self.spec.metrics.items():
             if name not in metrics:
-                raise UserError(f"{self.source}: metrics.{name}: no such metric in the runs{did_you_mean(name, metrics)}")
+                raise UserError(
+                    f"{self.source}: metrics.{name}: no such metric in the runs{did_you_mean(name, metrics)}"
+                )
             for model in rule.models:
                 if model not in models:
-                    raise UserError(f"{self.source}: metrics.{name}.models.{model}: no such model in the runs"
-                                    f"{did_you_mean(model, models)}")
+                    raise UserError(
+                        f"{self.source}: metrics.{name}.models.{model}: no such model in the runs"
+                        f"{did_you_mean(model, models)}"
+                    )
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:

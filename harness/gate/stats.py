@@ -59,14 +59,16 @@ def paired_test(diffs: np.ndarray, alternative: Alternative) -> TestResult:
     nonzero = diffs[diffs != 0]
     n = len(nonzero)
     sides = 1 if alternative != "two-sided" else 2
-    min_p = min(1.0, sides * 0.5 ** n) if n else 1.0
+    min_p = min(1.0, sides * 0.5**n) if n else 1.0
     if n == 0:
         return TestResult("wilcoxon", 1.0, min_p, 0)
     result = sps.wilcoxon(nonzero, alternative=alternative, zero_method="wilcox")
     return TestResult("wilcoxon", _finite_p(result.pvalue), min_p, n)
 
 
-def unpaired_test(candidate: np.ndarray, baseline: np.ndarray, alternative: Alternative, name: str = "mannwhitney") -> TestResult:
+def unpaired_test(
+    candidate: np.ndarray, baseline: np.ndarray, alternative: Alternative, name: str = "mannwhitney"
+) -> TestResult:
     """Mann-Whitney U (exact for small samples without ties, the normal approximation otherwise)."""
     n1, n2 = len(candidate), len(baseline)
     sides = 1 if alternative != "two-sided" else 2
@@ -93,8 +95,9 @@ def _chunks(resamples: int, units: int) -> list[int]:
     return [min(block, resamples - start) for start in range(0, resamples, block)]
 
 
-def bootstrap_paired(base_sum: np.ndarray, cand_sum: np.ndarray, count: np.ndarray, resamples: int,
-                     confidence: float, seed: int) -> Interval:
+def bootstrap_paired(
+    base_sum: np.ndarray, cand_sum: np.ndarray, count: np.ndarray, resamples: int, confidence: float, seed: int
+) -> Interval:
     """Cluster bootstrap of the change of the mean over paired units (prompts): resample prompts, keep pairs."""
     n = len(count)
     if n < 2:
@@ -114,8 +117,15 @@ def bootstrap_paired(base_sum: np.ndarray, cand_sum: np.ndarray, count: np.ndarr
     return Interval(abs_low, abs_high, rel_low, rel_high)
 
 
-def bootstrap_unpaired(base_sum: np.ndarray, base_count: np.ndarray, cand_sum: np.ndarray, cand_count: np.ndarray,
-                       resamples: int, confidence: float, seed: int) -> Interval:
+def bootstrap_unpaired(
+    base_sum: np.ndarray,
+    base_count: np.ndarray,
+    cand_sum: np.ndarray,
+    cand_count: np.ndarray,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> Interval:
     """Bootstrap of the change of the mean when the sides do not pair: resample each side's units on its own."""
     if len(base_count) < 2 or len(cand_count) < 2:
         return Interval(None, None, None, None)

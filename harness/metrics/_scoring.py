@@ -77,8 +77,12 @@ def bits_per_byte(total_nll_nats: float, n_bytes: int) -> float | None:
 
 
 def texts_bits_per_byte(
-    texts: Iterable[str], encode: Encode, score: Score, context_length: int,
-    window: int | None = None, overlap: int | None = None,
+    texts: Iterable[str],
+    encode: Encode,
+    score: Score,
+    context_length: int,
+    window: int | None = None,
+    overlap: int | None = None,
 ) -> float | None:
     """Bits per UTF-8 byte of a set of texts: NLL and bytes are summed over all texts, then divided.
 

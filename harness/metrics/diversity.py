@@ -25,7 +25,11 @@ def _vocab_diversity(ctx: SampleContext) -> float | None:
 
 
 VOCAB_DIVERSITY = Metric(
-    name="vocab_diversity", unit="%", higher_is_better=True, kind="quality", compute=_vocab_diversity,
+    name="vocab_diversity",
+    unit="%",
+    higher_is_better=True,
+    kind="quality",
+    compute=_vocab_diversity,
     description="Distinct generated tokens / generated tokens.",
 )
 

@@ -33,7 +33,11 @@ def _eos_rate(ctx: SampleContext) -> float:
 
 
 EOS_RATE = Metric(
-    name="eos_rate", unit="%", higher_is_better=True, kind="quality", compute=_eos_rate,
+    name="eos_rate",
+    unit="%",
+    higher_is_better=True,
+    kind="quality",
+    compute=_eos_rate,
     description="Share of samples that ended on EOS; stored per sample as 1.0/0.0, so the model mean is the rate.",
 )
 

@@ -33,13 +33,21 @@ def _heldout_bpb(ctx: ModelContext) -> float | None:
     if isinstance(texts, str):  # a lone string would be scored character by character
         raise TypeError(f"resources[{RESOURCE!r}] must be a list of strings, not a string")
     return texts_bits_per_byte(
-        texts, ctx.model.encode, ctx.model.score, ctx.model.info.context_length,
-        window=ctx.options.get("window"), overlap=ctx.options.get("overlap"),
+        texts,
+        ctx.model.encode,
+        ctx.model.score,
+        ctx.model.info.context_length,
+        window=ctx.options.get("window"),
+        overlap=ctx.options.get("overlap"),
     )
 
 
 HELDOUT_BPB = Metric(
-    name="heldout_bpb", unit="bits/byte", higher_is_better=False, kind="quality", compute_model=_heldout_bpb,
+    name="heldout_bpb",
+    unit="bits/byte",
+    higher_is_better=False,
+    kind="quality",
+    compute_model=_heldout_bpb,
     requires=(RESOURCE,),
     description="Bits per UTF-8 byte of the suite's reference texts under the model (its own tokenizer); "
     "comparable across vocabularies.",

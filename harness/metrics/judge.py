@@ -33,13 +33,22 @@ def _judge_bpb(ctx: SampleContext) -> float | None:
         raise ValueError("judge_bpb needs the model under test to decode its generation")
     text = ctx.model.decode(list(ctx.tokens))
     return texts_bits_per_byte(
-        [text], judge.encode, judge.score, judge.info.context_length,
-        window=ctx.options.get("window"), overlap=ctx.options.get("overlap"),
+        [text],
+        judge.encode,
+        judge.score,
+        judge.info.context_length,
+        window=ctx.options.get("window"),
+        overlap=ctx.options.get("overlap"),
     )
 
 
 JUDGE_BPB = Metric(
-    name="judge_bpb", unit="bits/byte", higher_is_better=False, kind="quality", compute=_judge_bpb, default=False,
+    name="judge_bpb",
+    unit="bits/byte",
+    higher_is_better=False,
+    kind="quality",
+    compute=_judge_bpb,
+    default=False,
     requires=(RESOURCE,),
     description="Bits per UTF-8 byte of the generated text under the suite's fixed judge model.",
 )

@@ -29,7 +29,9 @@ def _duration_ns(start_ns: int, end_ns: int, what: str) -> int:
 def _check_monotonic(token_times_ns: Sequence[int]) -> None:
     for i in range(1, len(token_times_ns)):
         if token_times_ns[i] < token_times_ns[i - 1]:
-            raise ValueError(f"token time {i} ({token_times_ns[i]}) is before token time {i - 1} ({token_times_ns[i - 1]})")
+            raise ValueError(
+                f"token time {i} ({token_times_ns[i]}) is before token time {i - 1} ({token_times_ns[i - 1]})"
+            )
 
 
 def ttft_ms(token_times_ns: Sequence[int], start_ns: int, first_token_ns: int | None = None) -> float | None:
@@ -142,28 +144,52 @@ def _itl_p95(ctx: SampleContext) -> float | None:
 
 
 TTFT_MS = Metric(
-    name="ttft_ms", unit="ms", higher_is_better=False, kind="timing", compute=_ttft,
+    name="ttft_ms",
+    unit="ms",
+    higher_is_better=False,
+    kind="timing",
+    compute=_ttft,
     description="Time from the start of prefill until the first generated token is on the host "
     "(the EOS time when EOS comes first).",
 )
 TPS = Metric(
-    name="tps", unit="tokens/s", higher_is_better=True, kind="timing", compute=_tps,
+    name="tps",
+    unit="tokens/s",
+    higher_is_better=True,
+    kind="timing",
+    compute=_tps,
     description="End-to-end throughput: tokens generated / total latency; missing when no token was generated.",
 )
 LATENCY_MS = Metric(
-    name="latency_ms", unit="ms", higher_is_better=False, kind="timing", compute=_latency,
+    name="latency_ms",
+    unit="ms",
+    higher_is_better=False,
+    kind="timing",
+    compute=_latency,
     description="Time from the start of prefill until the last token (or EOS) is on the host.",
 )
 DECODE_TPS = Metric(
-    name="decode_tps", unit="tokens/s", higher_is_better=True, kind="timing", compute=_decode_tps,
+    name="decode_tps",
+    unit="tokens/s",
+    higher_is_better=True,
+    kind="timing",
+    compute=_decode_tps,
     description="Decode-only throughput (n - 1) / (t_last - t_first); missing when fewer than 2 tokens.",
 )
 ITL_MS_P50 = Metric(
-    name="itl_ms_p50", unit="ms", higher_is_better=False, kind="timing", compute=_itl_p50,
+    name="itl_ms_p50",
+    unit="ms",
+    higher_is_better=False,
+    kind="timing",
+    compute=_itl_p50,
     description="Median gap between consecutive generated tokens; missing when fewer than 2 tokens.",
 )
 ITL_MS_P95 = Metric(
-    name="itl_ms_p95", unit="ms", higher_is_better=False, kind="timing", compute=_itl_p95,
+    name="itl_ms_p95",
+    unit="ms",
+    higher_is_better=False,
+    kind="timing",
+    compute=_itl_p95,
     description="95th percentile gap between consecutive generated tokens; missing when fewer than 2 tokens.",
 )
 

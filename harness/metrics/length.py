@@ -22,7 +22,11 @@ def _tokens_generated(ctx: SampleContext) -> float:
 
 
 TOKENS_GENERATED = Metric(
-    name="tokens_generated", unit="tokens", higher_is_better=None, kind="count", compute=_tokens_generated,
+    name="tokens_generated",
+    unit="tokens",
+    higher_is_better=None,
+    kind="count",
+    compute=_tokens_generated,
     description="Number of generated tokens n, excluding the EOS that ended generation.",
 )
 

@@ -60,11 +60,19 @@ def _avg_token_prob(ctx: SampleContext) -> float | None:
 
 
 PERPLEXITY = Metric(
-    name="perplexity", unit="", higher_is_better=False, kind="quality", compute=_perplexity,
+    name="perplexity",
+    unit="",
+    higher_is_better=False,
+    kind="quality",
+    compute=_perplexity,
     description="exp of the mean negative log-probability of the generated tokens under the raw distribution.",
 )
 AVG_TOKEN_PROB = Metric(
-    name="avg_token_prob", unit="", higher_is_better=True, kind="quality", compute=_avg_token_prob,
+    name="avg_token_prob",
+    unit="",
+    higher_is_better=True,
+    kind="quality",
+    compute=_avg_token_prob,
     description="Mean probability of the generated tokens under the raw distribution.",
 )
 

@@ -110,7 +110,11 @@ def _peak_mem_mb(ctx: ModelContext) -> float | None:
 
 
 PEAK_MEM_MB = Metric(
-    name="peak_mem_mb", unit="MB", higher_is_better=False, kind="timing", compute_model=_peak_mem_mb,
+    name="peak_mem_mb",
+    unit="MB",
+    higher_is_better=False,
+    kind="timing",
+    compute_model=_peak_mem_mb,
     description="Peak memory during the model's run: process peak RSS on CPU, "
     "torch.cuda.max_memory_allocated on CUDA (MiB).",
 )

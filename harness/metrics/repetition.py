@@ -78,15 +78,27 @@ def _distinct_2(ctx: SampleContext) -> float | None:
 
 
 REPETITION_RATE = Metric(
-    name="repetition_rate", unit="%", higher_is_better=False, kind="quality", compute=_repetition_rate,
+    name="repetition_rate",
+    unit="%",
+    higher_is_better=False,
+    kind="quality",
+    compute=_repetition_rate,
     description="Share of generated tokens that already occurred among the previous 10 generated tokens.",
 )
 COHERENCE_LENGTH = Metric(
-    name="coherence_length", unit="tokens", higher_is_better=True, kind="quality", compute=_coherence_length,
+    name="coherence_length",
+    unit="tokens",
+    higher_is_better=True,
+    kind="quality",
+    compute=_coherence_length,
     description="Tokens generated before the first repeated 3-gram begins (n if none repeats).",
 )
 DISTINCT_2 = Metric(
-    name="distinct_2", unit="%", higher_is_better=True, kind="quality", compute=_distinct_2,
+    name="distinct_2",
+    unit="%",
+    higher_is_better=True,
+    kind="quality",
+    compute=_distinct_2,
     description="Unique bigrams / bigrams of the generation; missing when fewer than 2 tokens.",
 )
 

@@ -19,12 +19,15 @@ def assert_one_line_error(result, *needles):
         assert needle in result.stderr.replace("\n", " "), result.stderr
 
 
-@pytest.mark.parametrize("models, needles", [
-    ("10mm", ["'10mm'", "did you mean '10m'"]),
-    ("tinylmm:random/2.5m", ["unknown backend 'tinylmm'", "did you mean 'tinylm'"]),
-    ("tinylm:random/3m", ["unknown preset '3m'"]),
-    ("tinylm:/does/not/exist", ["tinylm:/does/not/exist"]),
-])
+@pytest.mark.parametrize(
+    "models, needles",
+    [
+        ("10mm", ["'10mm'", "did you mean '10m'"]),
+        ("tinylmm:random/2.5m", ["unknown backend 'tinylmm'", "did you mean 'tinylm'"]),
+        ("tinylm:random/3m", ["unknown preset '3m'"]),
+        ("tinylm:/does/not/exist", ["tinylm:/does/not/exist"]),
+    ],
+)
 def test_unknown_models_are_named_with_a_suggestion(tmp_path, models, needles):
     result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", models, "--out", tmp_path / "r")
     assert_one_line_error(result, *needles)
@@ -32,7 +35,9 @@ def test_unknown_models_are_named_with_a_suggestion(tmp_path, models, needles):
 
 def test_misspelled_metric_in_suite(tmp_path):
     suite = write_suite(tmp_path, extra="metrics: [perplexity, repetiton_rate]\n")
-    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m"), "repetiton_rate", "did you mean 'repetition_rate'")
+    assert_one_line_error(
+        harness("run", suite, "--models", "tinylm:random/2.5m"), "repetiton_rate", "did you mean 'repetition_rate'"
+    )
 
 
 def test_metric_needing_a_reference_names_the_missing_field(tmp_path):
@@ -42,8 +47,11 @@ def test_metric_needing_a_reference_names_the_missing_field(tmp_path):
 
 def test_missing_reference_file(tmp_path):
     suite = write_suite(tmp_path, extra="reference: {path: nowhere.txt}\n")
-    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r"),
-                          "reference.path", "nowhere.txt")
+    assert_one_line_error(
+        harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r"),
+        "reference.path",
+        "nowhere.txt",
+    )
 
 
 def test_non_utf8_and_malformed_suites(tmp_path):
@@ -79,8 +87,11 @@ def test_missing_weights_and_tokenizer_vocab_mismatch(tmp_path, tiny_checkpoint,
     mismatch = tmp_path / "mismatch"
     shutil.copytree(tiny_checkpoint, mismatch)
     train_tokenizer(stories, vocab_size=400).save(str(mismatch / "tokenizer.json"))
-    assert_one_line_error(harness("run", suite, "--models", mismatch, "--out", tmp_path / "b"),
-                          "tokenizer has 400 tokens", "vocab_size is 320")
+    assert_one_line_error(
+        harness("run", suite, "--models", mismatch, "--out", tmp_path / "b"),
+        "tokenizer has 400 tokens",
+        "vocab_size is 320",
+    )
 
 
 def test_config_with_unknown_field(tmp_path, tiny_checkpoint):
@@ -95,8 +106,9 @@ def test_config_with_unknown_field(tmp_path, tiny_checkpoint):
 
 def test_prompt_longer_than_the_context(tmp_path, tiny_checkpoint):
     suite = tmp_path / "long.yaml"
-    suite.write_text("name: long\nwarmup: 0\nprompts:\n  - {id: ok, text: Hello}\n"
-                     f"  - {{id: huge, text: \"{'word ' * 400}\"}}\n")
+    suite.write_text(
+        f'name: long\nwarmup: 0\nprompts:\n  - {{id: ok, text: Hello}}\n  - {{id: huge, text: "{"word " * 400}"}}\n'
+    )
     result = harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "r", "--no-report")
     assert_one_line_error(result, "prompt 'huge'", "context is 64", "shorten the prompt")
     assert len(load_run(tmp_path / "r").samples) == 1  # the sample made before the bad prompt is kept
@@ -115,7 +127,9 @@ def test_existing_output_directory_is_never_overwritten(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", "tinylm:random/2.5m", "--out", out)
+    result = harness(
+        "run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", "tinylm:random/2.5m", "--out", out
+    )
     assert_one_line_error(result, "not empty")
     assert (out / "precious.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
 

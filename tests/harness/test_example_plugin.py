@@ -18,8 +18,24 @@ EXAMPLE = REPO / "examples" / "harness-metric-example"
 def installed_example(tmp_path_factory):
     """pip-install the example into a private target directory (entry points included), offline."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert list(target.glob("harness_metric_example-*.dist-info"))
     return target
 
@@ -36,14 +52,34 @@ def test_word_diversity_formula():
 
 def test_example_plugin_end_to_end(installed_example, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed_example), "HF_HUB_OFFLINE": "1"}
-    listing = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, env=env, timeout=300)
+    listing = subprocess.run(
+        [sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert "word_diversity" in listing.stdout and "0.2.0" in listing.stdout
     suite = tmp_path / "s.yaml"
-    suite.write_text("name: s\nwarmup: 0\nsampling: {max_new_tokens: 24, seed: 3}\nprompts:\n"
-                     "  - {id: a, text: Once upon a time}\n  - {id: b, text: Tom said}\n")
-    result = subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--models", "tinylm:random/2.5m",
-                             "--out", str(tmp_path / "run"), "--no-report", "--no-progress"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    suite.write_text(
+        "name: s\nwarmup: 0\nsampling: {max_new_tokens: 24, seed: 3}\nprompts:\n"
+        "  - {id: a, text: Once upon a time}\n  - {id: b, text: Tom said}\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(suite),
+            "--models",
+            "tinylm:random/2.5m",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-report",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "word_diversity" in result.stdout  # the terminal table
     run = load_run(tmp_path / "run")

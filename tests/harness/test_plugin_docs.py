@@ -10,8 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _hooks():
-    return {name: fn for name, fn in vars(hookspecs).items()
-            if callable(fn) and hasattr(fn, "harness_spec")}
+    return {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "harness_spec")}
 
 
 def test_there_are_hooks():

@@ -51,8 +51,17 @@ def test_builtins_register_through_the_same_hooks():
     registry = build_registry()
     assert "tinylm" in registry.backends
     assert registry.owner[("backend", "tinylm")] == "harness.backends.tinylm"
-    seed_nine = {"ttft_ms", "tps", "latency_ms", "tokens_generated", "perplexity", "avg_token_prob",
-                 "repetition_rate", "coherence_length", "vocab_diversity"}
+    seed_nine = {
+        "ttft_ms",
+        "tps",
+        "latency_ms",
+        "tokens_generated",
+        "perplexity",
+        "avg_token_prob",
+        "repetition_rate",
+        "coherence_length",
+        "vocab_diversity",
+    }
     assert seed_nine <= set(registry.metrics)
     assert registry.owner[("metric", "perplexity")] == "harness.metrics.likelihood"
 
@@ -72,14 +81,18 @@ def test_hook_register_metrics(tmp_path):
 
 
 def test_hook_register_report_sections(tmp_path):
-    directory = _plugin(tmp_path, "section", """
+    directory = _plugin(
+        tmp_path,
+        "section",
+        """
         from harness import hookimpl
         from harness.report import ReportSection
 
         @hookimpl
         def register_report_sections(register):
             register(ReportSection(name="lab-notes", title="Lab notes", order=90, render=lambda ctx: "<p>notes</p>"))
-    """)
+    """,
+    )
     registry = build_registry(directory)
     assert [s.name for s in registry.report_sections] == ["lab-notes"]
 
@@ -88,7 +101,11 @@ def test_hook_register_commands(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    registry = build_registry(_plugin(tmp_path, "cmd", """
+    registry = build_registry(
+        _plugin(
+            tmp_path,
+            "cmd",
+            """
         from harness import hookimpl
 
         @hookimpl
@@ -96,7 +113,9 @@ def test_hook_register_commands(tmp_path):
             @app.command()
             def hello(name: str):
                 print(f"hello {name}")
-    """))
+    """,
+        )
+    )
     app = typer.Typer()
 
     @app.command()
@@ -127,13 +146,17 @@ def test_plugin_that_fails_to_import_is_named_and_skipped(tmp_path):
 
 
 def test_misspelled_hook_fails_loudly(tmp_path):
-    directory = _plugin(tmp_path, "typo", """
+    directory = _plugin(
+        tmp_path,
+        "typo",
+        """
         from harness import hookimpl
 
         @hookimpl
         def register_metric(register):
             pass
-    """)
+    """,
+    )
     with pytest.raises(UserError, match="typo"):
         build_registry(directory)
 

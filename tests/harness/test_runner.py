@@ -18,18 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_suite(tmp_path, name="t", n_prompts=4, samples=2, max_new=24, extra=""):
-    prompts = "\n".join(f"  - {{id: p{i}, category: c{i % 2}, text: \"Once upon a time number {i}\"}}"
-                        for i in range(n_prompts))
+    prompts = "\n".join(
+        f'  - {{id: p{i}, category: c{i % 2}, text: "Once upon a time number {i}"}}' for i in range(n_prompts)
+    )
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\nsamples_per_prompt: {samples}\nwarmup: 1\ndevice: cpu\n"
-                    f"sampling: {{temperature: 0.8, top_k: 50, max_new_tokens: {max_new}, seed: 7}}\n{extra}prompts:\n{prompts}\n")
+    path.write_text(
+        f"name: {name}\nsamples_per_prompt: {samples}\nwarmup: 1\ndevice: cpu\n"
+        f"sampling: {{temperature: 0.8, top_k: 50, max_new_tokens: {max_new}, seed: 7}}\n{extra}prompts:\n{prompts}\n"
+    )
     return path
 
 
 def harness(*args, cwd=None, env=None, check=None):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd, env=full_env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=600,
+    )
     if check is not None:
         assert result.returncode == check, result.stdout + result.stderr
     return result
@@ -54,8 +63,20 @@ def test_run_writes_directory_and_same_seed_gives_same_tokens(tmp_path, tiny_che
     assert len(run.samples) == 2 * 4 * 2
     assert ids_by_key(tmp_path / "a") == ids_by_key(tmp_path / "b")
     record = run.samples[0]
-    for field in ("model", "prompt_id", "sample_index", "seed", "prompt_text", "output_text", "output_ids", "eos_hit",
-                  "token_times_ms", "logprobs", "metrics", "metric_errors"):
+    for field in (
+        "model",
+        "prompt_id",
+        "sample_index",
+        "seed",
+        "prompt_text",
+        "output_text",
+        "output_ids",
+        "eos_hit",
+        "token_times_ms",
+        "logprobs",
+        "metrics",
+        "metric_errors",
+    ):
         assert field in record
     assert len(record["token_times_ms"]) == len(record["output_ids"]) == record["metrics"]["tokens_generated"]
     manifest = run.manifest
@@ -72,7 +93,16 @@ def test_run_writes_directory_and_same_seed_gives_same_tokens(tmp_path, tiny_che
 
 def test_sample_does_not_depend_on_other_models_or_order(tmp_path, tiny_checkpoint):
     suite = write_suite(tmp_path, n_prompts=3, samples=1)
-    harness("run", suite, "--models", f"tinylm:random/2.5m,{tiny_checkpoint}", "--out", tmp_path / "a", "--no-report", check=0)
+    harness(
+        "run",
+        suite,
+        "--models",
+        f"tinylm:random/2.5m,{tiny_checkpoint}",
+        "--out",
+        tmp_path / "a",
+        "--no-report",
+        check=0,
+    )
     harness("run", suite, "--models", str(tiny_checkpoint), "--out", tmp_path / "b", "--no-report", check=0)
     a, b = ids_by_key(tmp_path / "a"), ids_by_key(tmp_path / "b")
     assert {k: v for k, v in a.items() if k[0] == str(tiny_checkpoint)} == b
@@ -80,8 +110,18 @@ def test_sample_does_not_depend_on_other_models_or_order(tmp_path, tiny_checkpoi
 
 def test_crashing_backend_fails_its_model_only(tmp_path):
     suite = write_suite(tmp_path)
-    result = harness("run", suite, "--models", "fault:crash2,tinylm:random/2.5m", "--out", tmp_path / "r",
-                     "--plugins-dir", FAULTS, "--no-report", check=1)
+    result = harness(
+        "run",
+        suite,
+        "--models",
+        "fault:crash2,tinylm:random/2.5m",
+        "--out",
+        tmp_path / "r",
+        "--plugins-dir",
+        FAULTS,
+        "--no-report",
+        check=1,
+    )
     assert "model fault:crash2 crashed" in result.stderr and "simulated backend crash" in result.stderr
     run = load_run(tmp_path / "r")
     statuses = {m["name"]: m["status"] for m in run.manifest["models"]}
@@ -92,8 +132,18 @@ def test_crashing_backend_fails_its_model_only(tmp_path):
 
 def test_metric_that_raises_is_recorded_and_others_go_on(tmp_path):
     suite = write_suite(tmp_path, extra="metrics: [always_fails, tokens_generated, repetition_rate]\n")
-    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r", "--plugins-dir", FAULTS,
-            "--no-report", check=0)
+    harness(
+        "run",
+        suite,
+        "--models",
+        "tinylm:random/2.5m",
+        "--out",
+        tmp_path / "r",
+        "--plugins-dir",
+        FAULTS,
+        "--no-report",
+        check=0,
+    )
     for record in load_run(tmp_path / "r").samples:
         assert record["metric_errors"] == {"always_fails": "ZeroDivisionError: metric bug"}
         assert record["metrics"]["always_fails"] is None and record["metrics"]["tokens_generated"] >= 0
@@ -101,11 +151,23 @@ def test_metric_that_raises_is_recorded_and_others_go_on(tmp_path):
 
 def test_nan_logits_flag_the_sample_and_the_run_goes_on(tmp_path):
     suite = write_suite(tmp_path, n_prompts=2, samples=1)
-    harness("run", suite, "--models", "fault:nan,tinylm:random/2.5m", "--out", tmp_path / "r", "--plugins-dir", FAULTS,
-            "--no-report", check=0)
+    harness(
+        "run",
+        suite,
+        "--models",
+        "fault:nan,tinylm:random/2.5m",
+        "--out",
+        tmp_path / "r",
+        "--plugins-dir",
+        FAULTS,
+        "--no-report",
+        check=0,
+    )
     run = load_run(tmp_path / "r")
     nan_samples = [r for r in run.samples if r["model"] == "fault:nan"]
-    assert len(nan_samples) == 2 and all(r["flags"] == ["nonfinite"] and r["stop_reason"] == "nonfinite" for r in nan_samples)
+    assert len(nan_samples) == 2 and all(
+        r["flags"] == ["nonfinite"] and r["stop_reason"] == "nonfinite" for r in nan_samples
+    )
     assert sum(r["model"] == "tinylm:random/2.5m" for r in run.samples) == 2
 
 
@@ -126,9 +188,25 @@ def test_interrupted_run_resumes_to_the_same_samples(tmp_path, sig):
     models = "tinylm:random/10m,tinylm:random/2.5m"
     harness("run", suite, "--models", models, "--out", tmp_path / "ref", "--no-report", check=0)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--models", models, "--out",
-                             str(tmp_path / "int"), "--no-report", "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(suite),
+            "--models",
+            models,
+            "--out",
+            str(tmp_path / "int"),
+            "--no-report",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     _wait_for_samples(tmp_path / "int" / "samples.jsonl", 3, proc)
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
@@ -163,7 +241,9 @@ def test_two_runs_never_share_a_directory(tmp_path):
 def test_batched_run_gives_the_batch_1_tokens_and_is_labelled(tmp_path, tiny_checkpoint):
     suite = write_suite(tmp_path, n_prompts=5, samples=2, max_new=30)
     harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "one", "--no-report", check=0)
-    harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "many", "--batch-size", 4, "--no-report", check=0)
+    harness(
+        "run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "many", "--batch-size", 4, "--no-report", check=0
+    )
     assert ids_by_key(tmp_path / "many") == ids_by_key(tmp_path / "one")
     batched = load_run(tmp_path / "many")
     assert all(r["batched"] for r in batched.samples)
@@ -177,7 +257,9 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
     models = f"tinylm:random/2.5m,{tiny_checkpoint}"
     harness("run", suite, "--models", models, "--out", tmp_path / "single", "--no-report", check=0)
     for k in (1, 2, 3):
-        harness("run", suite, "--models", models, "--out", tmp_path / f"s{k}", "--shard", f"{k}/3", "--no-report", check=0)
+        harness(
+            "run", suite, "--models", models, "--out", tmp_path / f"s{k}", "--shard", f"{k}/3", "--no-report", check=0
+        )
     sizes = [len(load_run(tmp_path / f"s{k}").samples) for k in (1, 2, 3)]
     assert sum(sizes) == 20 and all(sizes)
     incomplete = harness("merge", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "bad", check=2)
@@ -185,8 +267,9 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
     harness("merge", tmp_path / "s1", tmp_path / "s2", tmp_path / "s3", "-o", tmp_path / "merged", check=0)
     merged, single = load_run(tmp_path / "merged"), load_run(tmp_path / "single")
     assert ids_by_key(tmp_path / "merged") == ids_by_key(tmp_path / "single")
-    assert [(r["model"], r["prompt_id"], r["sample_index"]) for r in merged.samples] == \
-           [(r["model"], r["prompt_id"], r["sample_index"]) for r in single.samples]
+    assert [(r["model"], r["prompt_id"], r["sample_index"]) for r in merged.samples] == [
+        (r["model"], r["prompt_id"], r["sample_index"]) for r in single.samples
+    ]
     merged_summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
     single_summary = json.loads((tmp_path / "single" / "summary.json").read_text())
     for metric in ("perplexity", "repetition_rate", "tokens_generated"):

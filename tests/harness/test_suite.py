@@ -35,10 +35,18 @@ def error_of(path):
 def test_bundled_suites_are_valid():
     tiny = load_suite(REPO / "suites" / "tinystories.yaml")
     assert len(tiny.prompts) == 100 and tiny.suite.samples_per_prompt == 1
-    assert (tiny.suite.sampling.temperature, tiny.suite.sampling.top_k, tiny.suite.sampling.max_new_tokens) == (0.8, 50, 256)
+    assert (tiny.suite.sampling.temperature, tiny.suite.sampling.top_k, tiny.suite.sampling.max_new_tokens) == (
+        0.8,
+        50,
+        256,
+    )
     categories = [p.category for p in tiny.prompts]
     assert {c: categories.count(c) for c in set(categories)} == {
-        "story_opening": 25, "character_intro": 25, "action": 25, "dialogue": 25}
+        "story_opening": 25,
+        "character_intro": 25,
+        "action": 25,
+        "dialogue": 25,
+    }
     assert load_suite(REPO / "suites" / "smoke.yaml").prompts
 
 
@@ -54,19 +62,22 @@ def test_prompts_from_file(tmp_path):
     assert [p.id for p in loaded.prompts] == ["x"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("name: s\nprompts: [\n", "malformed YAML"),
-    (GOOD.replace("sampling:", "sampeling:"), "unknown field 'sampeling' (did you mean 'sampling'?)"),
-    (GOOD.replace("top_k: 50", "top_kk: 50"), "unknown field 'sampling.top_kk' (did you mean 'top_k'?)"),
-    (GOOD.replace("temperature: 0.8", "temperature: hot"), "field 'sampling.temperature'"),
-    (GOOD.replace("max_new_tokens: 16", "max_new_tokens: 0"), "field 'sampling.max_new_tokens'"),
-    ("name: s\nprompts: []\n", "no prompts"),
-    (GOOD.replace("id: b", "id: a"), "duplicate prompt id 'a'"),
-    (GOOD.replace('text: "Tom said"', 'text: ""'), "field 'prompts.1.text'"),
-    ("- just a list\n", "must be a YAML mapping"),
-    ("name: s\n", "exactly one of 'prompts'"),
-    (GOOD + "reference: {}\n", "exactly one of 'path' or 'hub_dataset'"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: s\nprompts: [\n", "malformed YAML"),
+        (GOOD.replace("sampling:", "sampeling:"), "unknown field 'sampeling' (did you mean 'sampling'?)"),
+        (GOOD.replace("top_k: 50", "top_kk: 50"), "unknown field 'sampling.top_kk' (did you mean 'top_k'?)"),
+        (GOOD.replace("temperature: 0.8", "temperature: hot"), "field 'sampling.temperature'"),
+        (GOOD.replace("max_new_tokens: 16", "max_new_tokens: 0"), "field 'sampling.max_new_tokens'"),
+        ("name: s\nprompts: []\n", "no prompts"),
+        (GOOD.replace("id: b", "id: a"), "duplicate prompt id 'a'"),
+        (GOOD.replace('text: "Tom said"', 'text: ""'), "field 'prompts.1.text'"),
+        ("- just a list\n", "must be a YAML mapping"),
+        ("name: s\n", "exactly one of 'prompts'"),
+        (GOOD + "reference: {}\n", "exactly one of 'path' or 'hub_dataset'"),
+    ],
+)
 def test_bad_suites_get_one_line_errors(tmp_path, text, expected):
     assert expected in error_of(write(tmp_path, text))
 
@@ -95,15 +106,27 @@ def test_parser_never_crashes_on_arbitrary_text(tmp_path_factory, text):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(
-                        ["name", "prompts", "sampling", "id", "text", "seed", "top_k", "metrics"]), children, max_size=4),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["name", "prompts", "sampling", "id", "text", "seed", "top_k", "metrics"]),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    )
+)
 def test_parser_never_crashes_on_arbitrary_structures(tmp_path_factory, data):
     import yaml
 
     path = tmp_path_factory.mktemp("fuzz") / "s.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "prompts": data} if not isinstance(data, dict) else data), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"name": "s", "prompts": data} if not isinstance(data, dict) else data), encoding="utf-8"
+    )
     try:
         load_suite(path)
     except UserError as exc:

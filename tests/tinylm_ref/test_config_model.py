@@ -12,7 +12,11 @@ def test_preset_parameter_counts_within_5_percent_of_seed_table1(name):
 
 def test_presets_follow_table1_shapes():
     assert [(c.vocab_size, c.dim, c.n_layers, c.n_heads, c.ffn_dim, c.max_seq_len) for c in PRESETS.values()] == [
-        (2000, 384, 4, 4, 1536, 256), (1500, 224, 8, 4, 896, 256), (1000, 384, 2, 4, 1536, 256), (512, 272, 2, 4, 1088, 256)]
+        (2000, 384, 4, 4, 1536, 256),
+        (1500, 224, 8, 4, 896, 256),
+        (1000, 384, 2, 4, 1536, 256),
+        (512, 272, 2, 4, 1088, 256),
+    ]
 
 
 def test_default_config_is_seed_10m_and_head_is_tied():

@@ -20,7 +20,8 @@ def test_bundled_checkpoint_reproduces_golden_greedy_tokens(preset):
     golden = json.loads((GOLDEN / f"{preset}.json").read_text())
     model = TinyLMBackend().load(preset, LoadOptions(device="cpu"))
     assert model.info.source == str((BUNDLED_DIR / preset).resolve())  # the alias resolved offline to the bundle
-    out = model.generate(model.encode(golden["prompt"]), SamplingParams(0.0, None, golden["max_new_tokens"], 0),
-                         torch.Generator())
+    out = model.generate(
+        model.encode(golden["prompt"]), SamplingParams(0.0, None, golden["max_new_tokens"], 0), torch.Generator()
+    )
     assert out.tokens == golden["tokens"]
     assert model.decode(out.tokens) == golden["text"]

@@ -6,7 +6,7 @@ from tinylm_ref.tokenizer import BOS, EOS, SPECIAL_TOKENS, decode, encode_story,
 
 ROUND_TRIP = [
     "Once upon a time, there was a little dog.",
-    'She said, "Hello!" and he replied: \'Hi...\' — then (quietly) left; end?',
+    "She said, \"Hello!\" and he replied: 'Hi...' — then (quietly) left; end?",
     "Line one\nLine two\n\n  indented\ttab",
     "Café naïve résumé, 東京, emoji 🐶, Ω≈ç√",
 ]
@@ -38,7 +38,9 @@ def test_encode_story_ends_with_eos(tiny_tokenizer):
 
 def test_iter_stories_splits_on_separator_and_skips_empty(tmp_path):
     path = tmp_path / "s.txt"
-    path.write_text("First story.\nStill first.\n<|endoftext|>\n\n<|endoftext|>\nSecond.\n<|endoftext|>\nTrailing", encoding="utf-8")
+    path.write_text(
+        "First story.\nStill first.\n<|endoftext|>\n\n<|endoftext|>\nSecond.\n<|endoftext|>\nTrailing", encoding="utf-8"
+    )
     assert list(iter_stories(path)) == ["First story.\nStill first.", "Second.", "Trailing"]
 
 

@@ -29,7 +29,9 @@ def test_loss_falls_over_training(tmp_path, stories, tiny_tokenizer):
     text = tmp_path / "t.txt"
     text.write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories), encoding="utf-8")
     tokens = tokenize_to_file(text, tiny_tokenizer, tmp_path / "c")
-    cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=10, save_every=40, seed=3, device="cpu")
+    cfg = TrainConfig(
+        steps=40, batch_size=8, lr=3e-3, warmup_steps=5, eval_every=10, save_every=40, seed=3, device="cpu"
+    )
     train(Cfg(**TINY_CONFIG), tiny_tokenizer, tokens, tokens, tmp_path / "run", cfg, progress=False)
     rows = _log(tmp_path / "run" / "loss_log.csv")
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"]) - 0.3
@@ -40,7 +42,9 @@ def test_resume_reproduces_uninterrupted_loss_curve(tmp_path, stories, tiny_toke
     text.write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories[:100]), encoding="utf-8")
     tokens = tokenize_to_file(text, tiny_tokenizer, tmp_path / "c")
     model_cfg = Cfg(**{**TINY_CONFIG, "dropout": 0.1})  # dropout makes RNG restoration matter
-    full = TrainConfig(steps=20, batch_size=4, lr=3e-3, warmup_steps=3, eval_every=5, save_every=5, seed=5, device="cpu")
+    full = TrainConfig(
+        steps=20, batch_size=4, lr=3e-3, warmup_steps=3, eval_every=5, save_every=5, seed=5, device="cpu"
+    )
     train(model_cfg, tiny_tokenizer, tokens, tokens, tmp_path / "a", full, progress=False)
     train(model_cfg, tiny_tokenizer, tokens, tokens, tmp_path / "b", full, progress=False, session_steps=10)
     assert len(_log(tmp_path / "b" / "loss_log.csv")) == 2  # interrupted after step 10

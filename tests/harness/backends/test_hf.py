@@ -75,14 +75,49 @@ def hub(tmp_path_factory, tiny_tokenizer, bare_tokenizer) -> Path:
     gpt2_tok = hf_tokenizer(bare_tokenizer, bos_token="<eos>", eos_token="<eos>", pad_token="<eos>", unk_token="<unk>")
     noeos_tok = hf_tokenizer(bare_tokenizer, unk_token="<unk>")  # no BOS, no EOS, no pad
     specs = {
-        "llama": (LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96,
-                              bos_token_id=ids["<bos>"], eos_token_id=ids["<eos>"], pad_token_id=ids["<pad>"]), llama_tok),
-        "gpt2": (GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=80,
-                            bos_token_id=ids["<eos>"], eos_token_id=ids["<eos>"], pad_token_id=ids["<eos>"]), gpt2_tok),
-        "gpt-neo": (GPTNeoConfig(vocab_size=vocab, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
-                                 attention_types=[[["global", "local"], 1]], window_size=8,
-                                 bos_token_id=None, eos_token_id=None, pad_token_id=None), noeos_tok),
+        "llama": (
+            LlamaConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=96,
+                bos_token_id=ids["<bos>"],
+                eos_token_id=ids["<eos>"],
+                pad_token_id=ids["<pad>"],
+            ),
+            llama_tok,
+        ),
+        "gpt2": (
+            GPT2Config(
+                vocab_size=vocab,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_positions=80,
+                bos_token_id=ids["<eos>"],
+                eos_token_id=ids["<eos>"],
+                pad_token_id=ids["<eos>"],
+            ),
+            gpt2_tok,
+        ),
+        "gpt-neo": (
+            GPTNeoConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                num_layers=2,
+                num_heads=4,
+                max_position_embeddings=64,
+                attention_types=[[["global", "local"], 1]],
+                window_size=8,
+                bos_token_id=None,
+                eos_token_id=None,
+                pad_token_id=None,
+            ),
+            noeos_tok,
+        ),
     }
     for name, (config, tok) in specs.items():
         for commit, seed in ((COMMIT_A, 0), (COMMIT_B, 1)) if name == "llama" else ((COMMIT_A, 0),):
@@ -98,8 +133,17 @@ def hub(tmp_path_factory, tiny_tokenizer, bare_tokenizer) -> Path:
     # A repository that asks for its own Python code, and a partial download without weights.
     custom = build / "custom"
     custom.mkdir()
-    (custom / "config.json").write_text(json.dumps({"model_type": "my_custom_lm", "auto_map": {
-        "AutoConfig": "modeling_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomLM"}}))
+    (custom / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "my_custom_lm",
+                "auto_map": {
+                    "AutoConfig": "modeling_custom.CustomConfig",
+                    "AutoModelForCausalLM": "modeling_custom.CustomLM",
+                },
+            }
+        )
+    )
     put_in_hub_cache(home / "hub", f"{ORG}/custom-code", custom, COMMIT_A)
     partial = build / "partial"
     shutil.copytree(build / "llama-a", partial, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -149,8 +193,9 @@ def test_hub_id_loads_offline_with_the_resolved_commit_recorded(arch, hub):
     assert info.parameters == sum(p.numel() for p in model.model.parameters())
     assert info.vocab_size == 320 and info.context_length == {"llama": 96, "gpt2": 80, "gpt-neo": 64}[arch]
     assert info.dtype == "float32" and info.device == "cpu" and info.tokenizer_sha256
-    assert info.extra["architectures"] == [{"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel",
-                                            "gpt-neo": "GPTNeoForCausalLM"}[arch]]
+    assert info.extra["architectures"] == [
+        {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "gpt-neo": "GPTNeoForCausalLM"}[arch]
+    ]
     assert info.extra["kv_cache"] is True
     json.dumps(info.to_dict())  # goes into the manifest as is
 
@@ -180,7 +225,9 @@ def test_logprobs_and_score_equal_a_direct_forward(arch):
     """The KV-cache loop reports log p under the raw distribution: what one full forward pass gives."""
     model = load(f"hf:{ORG}/{arch}")
     prompt = model.encode("The cat sat on the mat.")
-    gen = model.generate(prompt, SamplingParams(temperature=1.3, top_k=None, max_new_tokens=25), torch.Generator().manual_seed(1))
+    gen = model.generate(
+        prompt, SamplingParams(temperature=1.3, top_k=None, max_new_tokens=25), torch.Generator().manual_seed(1)
+    )
     ids = prompt + gen.tokens
     with torch.no_grad():
         direct = torch.log_softmax(model.model(torch.tensor([ids])).logits[0].float(), dim=-1)
@@ -323,13 +370,31 @@ def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path,
 
     models = [f"hf:{ORG}/llama@v0", f"hf:{ORG}/gpt2", f"hf:{ORG}/gpt-neo", str(tiny_checkpoint)]
     suite = tmp_path / "s.yaml"
-    suite.write_text("name: hf3\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
-                     "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 16, seed: 3}\nprompts:\n"
-                     "  - {id: a, category: c, text: \"Once upon a time\"}\n  - {id: b, category: c, text: \"Tom saw a\"}\n")
+    suite.write_text(
+        "name: hf3\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
+        "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 16, seed: 3}\nprompts:\n"
+        '  - {id: a, category: c, text: "Once upon a time"}\n  - {id: b, category: c, text: "Tom saw a"}\n'
+    )
     env = {**os.environ, "HF_HOME": str(hub), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--models", ",".join(models),
-                             "--out", str(tmp_path / "run"), "--no-report", "--no-progress"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(suite),
+            "--models",
+            ",".join(models),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-report",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run = load_run(tmp_path / "run")
     assert sorted({r["model"] for r in run.samples}) == sorted(models) and len(run.samples) == 4 * 2 * 2

@@ -34,7 +34,12 @@ from tinylm_ref.model import LLM
 ORG = "tiny-org"
 COMMIT = "c" * 40
 CPU = LoadOptions(device="cpu")
-PROMPTS = ["Once upon a time", "Lily was a curious girl who loved", "\"Look at that!\" said Tom.", "He ran to the door and"]
+PROMPTS = [
+    "Once upon a time",
+    "Lily was a curious girl who loved",
+    '"Look at that!" said Tom.',
+    "He ran to the door and",
+]
 
 
 def put_in_hub_cache(hub: Path, repo_id: str, src: Path, commit: str) -> Path:
@@ -61,24 +66,46 @@ def to_nope_smollm3(model: LLM, eps: float):
     cfg = model.config
     assert not model.pos_emb.weight.any(), "only a position-free tinylm model has a NoPE equivalent"
     config = SmolLM3Config(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_dim, num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=eps, tie_word_embeddings=True, no_rope_layers=[0] * cfg.n_layers, use_sliding_window=False,
-        attention_bias=False, mlp_bias=False, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.dim,
+        intermediate_size=cfg.ffn_dim,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rms_norm_eps=eps,
+        tie_word_embeddings=True,
+        no_rope_layers=[0] * cfg.n_layers,
+        use_sliding_window=False,
+        attention_bias=False,
+        mlp_bias=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     hf = SmolLM3ForCausalLM(config)
-    state = {"model.embed_tokens.weight": model.tok_emb.weight, "model.norm.weight": model.norm.weight,
-             "lm_head.weight": model.tok_emb.weight}
+    state = {
+        "model.embed_tokens.weight": model.tok_emb.weight,
+        "model.norm.weight": model.norm.weight,
+        "lm_head.weight": model.tok_emb.weight,
+    }
     for i, block in enumerate(model.blocks):
         p = f"model.layers.{i}."
         q, k, v = block.attn.qkv.weight.split(cfg.dim, dim=0)
         gate, up = block.ffn.gate_up.weight.split(cfg.ffn_dim, dim=0)
-        state.update({p + "input_layernorm.weight": block.attn_norm.weight, p + "self_attn.q_proj.weight": q,
-                      p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
-                      p + "self_attn.o_proj.weight": block.attn.proj.weight,
-                      p + "post_attention_layernorm.weight": block.ffn_norm.weight,
-                      p + "mlp.gate_proj.weight": gate, p + "mlp.up_proj.weight": up,
-                      p + "mlp.down_proj.weight": block.ffn.down.weight})
+        state.update(
+            {
+                p + "input_layernorm.weight": block.attn_norm.weight,
+                p + "self_attn.q_proj.weight": q,
+                p + "self_attn.k_proj.weight": k,
+                p + "self_attn.v_proj.weight": v,
+                p + "self_attn.o_proj.weight": block.attn.proj.weight,
+                p + "post_attention_layernorm.weight": block.ffn_norm.weight,
+                p + "mlp.gate_proj.weight": gate,
+                p + "mlp.up_proj.weight": up,
+                p + "mlp.down_proj.weight": block.ffn.down.weight,
+            }
+        )
     hf.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
     return hf
 
@@ -97,7 +124,9 @@ def pairs(tmp_path_factory, tiny_checkpoint, tiny_tokenizer) -> dict[str, tuple[
     put_in_hub_cache(home / "hub", f"{ORG}/tinylm-tied", root / "export-tied", COMMIT)
 
     torch.manual_seed(3)
-    untied = LLM(ModelConfig(vocab_size=320, dim=48, n_layers=3, n_heads=3, ffn_dim=96, max_seq_len=72, tie_weights=False))
+    untied = LLM(
+        ModelConfig(vocab_size=320, dim=48, n_layers=3, n_heads=3, ffn_dim=96, max_seq_len=72, tie_weights=False)
+    )
     save_checkpoint(untied, tiny_tokenizer, root / "ckpt-untied")
     export_tinylm_to_hf(untied, tiny_tokenizer, root / "export-untied")
     put_in_hub_cache(home / "hub", f"{ORG}/tinylm-untied", root / "export-untied", COMMIT)
@@ -110,13 +139,16 @@ def pairs(tmp_path_factory, tiny_checkpoint, tiny_tokenizer) -> dict[str, tuple[
     save_checkpoint(nope, tiny_tokenizer, root / "ckpt-nope")
     smol = to_nope_smollm3(nope, eps=torch.finfo(torch.float32).eps)
     smol.save_pretrained(root / "smollm3")
-    PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(root / "smollm3")
+    PreTrainedTokenizerFast(
+        tokenizer_object=tiny_tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    ).save_pretrained(root / "smollm3")
     put_in_hub_cache(home / "hub", f"{ORG}/smollm3-nope", root / "smollm3", COMMIT)
-    return {"home": (str(home), ""),
-            "tied": (f"tinylm:{tiny_checkpoint}", f"hf:{ORG}/tinylm-tied"),
-            "untied": (f"tinylm:{root / 'ckpt-untied'}", f"hf:{ORG}/tinylm-untied"),
-            "smollm3": (f"tinylm:{root / 'ckpt-nope'}", f"hf:{ORG}/smollm3-nope")}
+    return {
+        "home": (str(home), ""),
+        "tied": (f"tinylm:{tiny_checkpoint}", f"hf:{ORG}/tinylm-tied"),
+        "untied": (f"tinylm:{root / 'ckpt-untied'}", f"hf:{ORG}/tinylm-untied"),
+        "smollm3": (f"tinylm:{root / 'ckpt-nope'}", f"hf:{ORG}/smollm3-nope"),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -195,14 +227,32 @@ def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
     tinylm_spec, tied = pairs["tied"]
     models = [tinylm_spec, tied]  # the judge (untied export) is a third hf model
     suite = tmp_path / "s.yaml"
-    suite.write_text("name: hfmix\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
-                     f"judge: {pairs['untied'][1]}\n"
-                     "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 24, seed: 7}\nprompts:\n"
-                     + "".join(f"  - {{id: p{i}, category: c, text: {json.dumps(t)}}}\n" for i, t in enumerate(PROMPTS[:2])))
+    suite.write_text(
+        "name: hfmix\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
+        f"judge: {pairs['untied'][1]}\n"
+        "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 24, seed: 7}\nprompts:\n"
+        + "".join(f"  - {{id: p{i}, category: c, text: {json.dumps(t)}}}\n" for i, t in enumerate(PROMPTS[:2]))
+    )
     env = {**os.environ, "HF_HOME": pairs["home"][0], "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--models", ",".join(models),
-                             "--out", str(tmp_path / "run"), "--no-report", "--no-progress"],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(suite),
+            "--models",
+            ",".join(models),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-report",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run = load_run(tmp_path / "run")
     by_model: dict[str, dict] = {}
@@ -225,13 +275,17 @@ def test_export_loads_in_plain_transformers_with_remote_code(pairs, tmp_path):
     ref, hf = load_both(pairs, "tied")
     ids = ref.encode("Once upon a time")
     snapshot = hf.info.extra["snapshot"]
-    code = ("import json, sys, torch\nfrom transformers import AutoModelForCausalLM\n"
-            f"m = AutoModelForCausalLM.from_pretrained({snapshot!r}, trust_remote_code=True, local_files_only=True)\n"
-            f"x = torch.tensor([{ids!r}])\n"
-            "lp = torch.log_softmax(m(x[:, :-1]).logits[0].float(), -1)\n"
-            "print(type(m).__module__); print(json.dumps((-lp.gather(1, x[0, 1:, None])[:, 0]).tolist()))\n")
+    code = (
+        "import json, sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({snapshot!r}, trust_remote_code=True, local_files_only=True)\n"
+        f"x = torch.tensor([{ids!r}])\n"
+        "lp = torch.log_softmax(m(x[:, :-1]).logits[0].float(), -1)\n"
+        "print(type(m).__module__); print(json.dumps((-lp.gather(1, x[0, 1:, None])[:, 0]).tolist()))\n"
+    )
     env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     module, nll = result.stdout.strip().splitlines()[-2:]
     assert module.startswith("transformers_modules.") and module.endswith("modeling_tinylm_ref")

@@ -67,7 +67,9 @@ def put_in_hub_cache(hub: Path, repo_id: str, src: Path, commit: str) -> Path:
 
 def renamed_checkpoint(model: LLM) -> dict:
     """What a training script saving a compiled model with its own names would write."""
-    state = {f"_orig_mod.{k.replace('blocks.', 'layers.')}": v for k, v in model.state_dict().items() if k != "head.weight"}
+    state = {
+        f"_orig_mod.{k.replace('blocks.', 'layers.')}": v for k, v in model.state_dict().items() if k != "head.weight"
+    }
     return {"model_state_dict": state, "step": 50_000, "config": {"n_heads": model.config.n_heads}}
 
 
@@ -121,13 +123,21 @@ def test_hub_repo_loads_offline_with_key_map(seed_repo):
     ckpt = load_seed_layout(SEED_REPO, "10m", options(key_map=KEY_MAP))
     assert ckpt.config == CFG_10M and same_function(ckpt.model, seed_repo["10m"])
     assert ckpt.revision == COMMIT and ckpt.source == f"{SEED_REPO}@{COMMIT}/tinystories_10m_final_model.pt"
-    assert ckpt.files == {"weights": "tinystories_10m_final_model.pt", "tokenizer": "tinystories_10m_tokenizer.json",
-                          "config": "config.py"}
+    assert ckpt.files == {
+        "weights": "tinystories_10m_final_model.pt",
+        "tokenizer": "tinystories_10m_tokenizer.json",
+        "config": "config.py",
+    }
     weights = seed_repo["root"] / "tinystories_10m_final_model.pt"
     assert ckpt.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert any("_orig_mod." in n for n in ckpt.notes) and any("total_params" in n for n in ckpt.notes)
     model, tokenizer, source, sha = ckpt  # the tinylm backend unpacks it like this
-    assert model is ckpt.model and tokenizer.get_vocab_size() == 320 and source == ckpt.source and sha == ckpt.weights_sha256
+    assert (
+        model is ckpt.model
+        and tokenizer.get_vocab_size() == 320
+        and source == ckpt.source
+        and sha == ckpt.weights_sha256
+    )
 
 
 def test_plain_state_dict_needs_no_options_and_config_aliases_apply(seed_repo):
@@ -175,7 +185,9 @@ def test_local_directory_json_config_keyed_by_size_and_renamed_files(seed_repo, 
     (local / "configs.json").write_text(json.dumps({"10M": CFG_10M.to_dict(), "5M": CFG_5M.to_dict()}))
     shutil.move(local / "tinystories_10m_final_model.pt", local / "weights-10M.pt")
     ckpt = load_seed_layout(str(local), "10m", options(key_map=KEY_MAP, weights="weights-{size}.pt"))
-    assert ckpt.revision is None and ckpt.files["config"] == "configs.json" and ckpt.files["weights"] == "weights-10M.pt"
+    assert (
+        ckpt.revision is None and ckpt.files["config"] == "configs.json" and ckpt.files["weights"] == "weights-10M.pt"
+    )
     assert same_function(ckpt.model, seed_repo["10m"])
 
 
@@ -216,9 +228,12 @@ def test_separate_projections_and_regex_key_map(seed_repo, tmp_path):
         else:
             state[key.replace("blocks.", "layers.")] = value.clone()
     torch.save(state, local / "tinystories_10m_final_model.pt")
-    key_map = {r"re:^layers\.(\d+)\.attention\.w([qkv])\.": r"blocks.\1.attn.\2.",
-               r"re:^layers\.(\d+)\.feed_forward\.w1\.": r"blocks.\1.ffn.gate.",
-               r"re:^layers\.(\d+)\.feed_forward\.w3\.": r"blocks.\1.ffn.up.", "layers.": "blocks."}
+    key_map = {
+        r"re:^layers\.(\d+)\.attention\.w([qkv])\.": r"blocks.\1.attn.\2.",
+        r"re:^layers\.(\d+)\.feed_forward\.w1\.": r"blocks.\1.ffn.gate.",
+        r"re:^layers\.(\d+)\.feed_forward\.w3\.": r"blocks.\1.ffn.up.",
+        "layers.": "blocks.",
+    }
     key_map_file = tmp_path / "key_map.json"
     key_map_file.write_text(json.dumps(key_map))
     ckpt = load_seed_layout(str(local), "10m", options(key_map=str(key_map_file)))
@@ -235,4 +250,6 @@ def test_pickled_objects_are_refused(seed_repo, tmp_path):
 def test_bad_options_are_named():
     with pytest.raises(UserError, match="unknown key"):
         SeedLayout.from_options({"seed_layout": {"weight": "x.pt"}})
-    assert suggest_key_map(["blocks.0.a.weight", "blocks.1.a.weight"], ["h.0.a.weight", "h.1.a.weight"]) == {"h.": "blocks."}
+    assert suggest_key_map(["blocks.0.a.weight", "blocks.1.a.weight"], ["h.0.a.weight", "h.1.a.weight"]) == {
+        "h.": "blocks."
+    }

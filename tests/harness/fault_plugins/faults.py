@@ -37,7 +37,7 @@ class FaultBackend:
         model = load_random("2.5m", spec, resolve_device("cpu"), seed=1)
         if kind.startswith("crash"):
             # warmup calls generate too, so count it in
-            return _CrashAfter(model, int(kind[len("crash"):]) + int(os.environ.get("FAULT_WARMUP", "1")))
+            return _CrashAfter(model, int(kind[len("crash") :]) + int(os.environ.get("FAULT_WARMUP", "1")))
         if kind == "nan":
             with torch.no_grad():
                 model.model.norm.weight.fill_(float("nan"))

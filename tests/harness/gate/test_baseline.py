@@ -22,7 +22,9 @@ def test_round_trip_keeps_every_value(kit: SimpleNamespace) -> None:
     path = kit.tmp / "baseline.json"
     data = write_baseline(side, path)
     loaded = load_baseline(path)
-    assert data["format"] == FORMAT and data["suite"]["sha256"] == "a" * 64 and data["suite"]["prompts_sha256"] == "b" * 64
+    assert (
+        data["format"] == FORMAT and data["suite"]["sha256"] == "a" * 64 and data["suite"]["prompts_sha256"] == "b" * 64
+    )
     assert data["models"]["a"]["weights_sha256"] == "w" * 64
     assert data["metrics"]["tps"] == {"unit": "tokens/s", "higher_is_better": True, "kind": "timing", "level": "sample"}
     assert loaded.suite == side.suite and loaded.metrics == side.metrics and loaded.models == side.models
@@ -40,8 +42,9 @@ def test_gating_against_the_file_equals_gating_against_the_run(kit: SimpleNamesp
     write_baseline(load_side([base], "b"), path)
     from_run = run_gate(load_side([base], "b"), load_side([cand], "c"))
     from_file = run_gate(load_side([path], "b"), load_side([cand], "c"))
-    assert [(c.metric, c.verdict, c.p_value, c.ci) for c in from_run.comparisons] == \
-           [(c.metric, c.verdict, c.p_value, c.ci) for c in from_file.comparisons]
+    assert [(c.metric, c.verdict, c.p_value, c.ci) for c in from_run.comparisons] == [
+        (c.metric, c.verdict, c.p_value, c.ci) for c in from_file.comparisons
+    ]
     assert run_gate(load_side([path], "b"), load_side([base], "c")).exit_code == 0
 
 
@@ -59,7 +62,12 @@ def test_subset_export_and_rounds(kit: SimpleNamespace) -> None:
     path = kit.tmp / "baseline.json"
     data = write_baseline(load_side(runs, "b"), path, models=["a"], metrics=["tps", "perplexity"])
     assert list(data["models"]) == ["a"] and list(data["metrics"]) == ["tps", "perplexity"]
-    assert len(data["rounds"]) == 3 and data["rounds"][0]["models"]["a"]["columns"] == ["prompt_id", "sample_index", "tps", "perplexity"]
+    assert len(data["rounds"]) == 3 and data["rounds"][0]["models"]["a"]["columns"] == [
+        "prompt_id",
+        "sample_index",
+        "tps",
+        "perplexity",
+    ]
     with pytest.raises(UserError, match="no model 'c'"):
         write_baseline(load_side(runs, "b"), path, models=["c"])
 
@@ -70,17 +78,24 @@ def test_rounds_of_different_suites_are_rejected(kit: SimpleNamespace) -> None:
         load_side([kit.run("a", values), kit.run("b", values, suite_sha="f" * 64)], "baseline")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "invalid JSON at line 1"),
-    ("[]", "top level is not an object"),
-    ('{"format": "other"}', "not a harness baseline file"),
-    ('{"format": "tinylm-harness-baseline", "format_version": 9}', "format_version 9 is not supported"),
-    ('{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {}, "models": {}, "metrics": {}}',
-     "missing field 'rounds'"),
-    ('{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {"sha256": "a"}, "models": {}, "metrics": {},'
-     ' "rounds": [{"models": {"m": {"columns": ["prompt_id", "sample_index", "x"], "rows": [["p", 0]]}}}]}',
-     "rows\\[0\\]: expected 3 values"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "invalid JSON at line 1"),
+        ("[]", "top level is not an object"),
+        ('{"format": "other"}', "not a harness baseline file"),
+        ('{"format": "tinylm-harness-baseline", "format_version": 9}', "format_version 9 is not supported"),
+        (
+            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {}, "models": {}, "metrics": {}}',
+            "missing field 'rounds'",
+        ),
+        (
+            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {"sha256": "a"}, "models": {}, "metrics": {},'
+            ' "rounds": [{"models": {"m": {"columns": ["prompt_id", "sample_index", "x"], "rows": [["p", 0]]}}}]}',
+            "rows\\[0\\]: expected 3 values",
+        ),
+    ],
+)
 def test_malformed_files_name_the_problem(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "baseline.json"
     path.write_text(content)

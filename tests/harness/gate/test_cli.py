@@ -63,7 +63,9 @@ def test_exit_1_on_regression(dirs: SimpleNamespace) -> None:
     assert "gate FAILED: 1 regression(s): perplexity/m" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["suite", "not_a_run", "bad_rules", "missing_baseline_option", "rounds", "bad_baseline_file"])
+@pytest.mark.parametrize(
+    "case", ["suite", "not_a_run", "bad_rules", "missing_baseline_option", "rounds", "bad_baseline_file"]
+)
 def test_exit_2_on_input_errors_with_one_line(dirs: SimpleNamespace, case: str) -> None:
     rules = dirs.tmp / "bad.yaml"
     rules.write_text("metrics:\n  perplexity: {alpha: 5}\n")
@@ -114,8 +116,23 @@ def test_json_output(dirs: SimpleNamespace) -> None:
     bad = rows[("perplexity", "m")]
     assert bad["verdict"] == "regression" and bad["test"] == "wilcoxon" and bad["direction"] == "lower"
     assert bad["p_value"] <= bad["p_adjusted"] <= bad["alpha"] and bad["ci"]["rel_low"] < bad["rel_change"]
-    required = {"baseline_mean", "candidate_mean", "change", "rel_change", "ci", "p_value", "p_adjusted", "alpha_step",
-                "tolerance", "gated", "verdict", "reason", "n_baseline", "n_candidate", "missing_candidate"}
+    required = {
+        "baseline_mean",
+        "candidate_mean",
+        "change",
+        "rel_change",
+        "ci",
+        "p_value",
+        "p_adjusted",
+        "alpha_step",
+        "tolerance",
+        "gated",
+        "verdict",
+        "reason",
+        "n_baseline",
+        "n_candidate",
+        "missing_candidate",
+    }
     assert all(required <= set(r) for r in data["results"])
 
 
@@ -191,7 +208,9 @@ def test_exit_codes_survive_standalone_mode_false(dirs: SimpleNamespace) -> None
     """The main CLI calls ``app(standalone_mode=False)``, which swallows typer.Exit: codes must still reach the OS."""
     for candidate, code in ((dirs.same, 0), (dirs.worse, 1), (dirs.other_suite, 2)):
         with pytest.raises(SystemExit) as info:
-            make_app()(["gate", str(candidate), "--baseline", str(dirs.base), "--format", "none"], standalone_mode=False)
+            make_app()(
+                ["gate", str(candidate), "--baseline", str(dirs.base), "--format", "none"], standalone_mode=False
+            )
         assert info.value.code == code
 
 
@@ -201,7 +220,11 @@ def test_real_entry_point(dirs: SimpleNamespace) -> None:
     import sys
 
     pytest.importorskip("harness.cli")
-    proc = subprocess.run([sys.executable, "-m", "harness", "gate", str(dirs.worse), "--baseline", str(dirs.base),
-                           "--format", "none"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "gate", str(dirs.worse), "--baseline", str(dirs.base), "--format", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr  # one process start is slow enough; the other codes are covered above
     assert "Traceback" not in proc.stderr

@@ -26,8 +26,10 @@ def noisy(values: list[float | None], factor: float, sd: float, seed: int) -> li
 
 def test_identical_runs_pass_at_once(kit: SimpleNamespace) -> None:
     values = {"m": kit.values(100, seed=1)}
-    result = kit.gate(kit.run("base", values, model_values={"m": {"heldout_bpb": 1.5}}),
-                      kit.run("cand", values, model_values={"m": {"heldout_bpb": 1.5}}))
+    result = kit.gate(
+        kit.run("base", values, model_values={"m": {"heldout_bpb": 1.5}}),
+        kit.run("cand", values, model_values={"m": {"heldout_bpb": 1.5}}),
+    )
     assert result.exit_code == 0 and result.status == "pass"
     assert all(c.method == "identical" and c.verdict == PASS for c in result.comparisons)
     assert all(c.p_adjusted is None for c in result.comparisons)  # nothing spent on Holm
@@ -61,8 +63,10 @@ def test_improvement_is_not_a_regression(kit: SimpleNamespace) -> None:
 
 
 def test_direction_handling(kit: SimpleNamespace) -> None:
-    metrics = {name: {"unit": "", "higher_is_better": hib, "level": "sample", "kind": "quality"}
-               for name, hib in (("up", True), ("down", False), ("flat", None))}
+    metrics = {
+        name: {"unit": "", "higher_is_better": hib, "level": "sample", "kind": "quality"}
+        for name, hib in (("up", True), ("down", False), ("flat", None))
+    }
     rng = np.random.default_rng(3)
     base = {name: [float(v) for v in rng.lognormal(0, 0.2, 100)] for name in metrics}
     cand = {name: noisy(series, 0.85, 0.02, seed=4) for name, series in base.items()}  # everything drops 15%
@@ -114,8 +118,13 @@ def test_model_mismatches(kit: SimpleNamespace) -> None:
         kit.gate(base, kit.run("tok", values, infos={"m": {"tokenizer_sha256": "y" * 64}}))
     with pytest.raises(UserError, match="'m' device"):
         kit.gate(base, kit.run("gpu", values, infos={"m": {"device": "cuda:0"}}))
-    assert kit.gate(kit.run("gpu0", values, infos={"m": {"device": "cuda:0"}}),
-                    kit.run("gpu1", values, infos={"m": {"device": "cuda:1"}})).exit_code == 0  # same device kind
+    assert (
+        kit.gate(
+            kit.run("gpu0", values, infos={"m": {"device": "cuda:0"}}),
+            kit.run("gpu1", values, infos={"m": {"device": "cuda:1"}}),
+        ).exit_code
+        == 0
+    )  # same device kind
 
 
 def test_model_sets(kit: SimpleNamespace) -> None:
@@ -124,8 +133,10 @@ def test_model_sets(kit: SimpleNamespace) -> None:
         kit.gate(base, kit.run("only_a", {"a": kit.values(20, seed=1)}))
     only_a = kit.gate(base, kit.run("only_a2", {"a": kit.values(20, seed=1)}), models=["a"])
     assert {c.model for c in only_a.comparisons} == {"a"}
-    more = kit.gate(kit.run("base_a", {"a": kit.values(20, seed=1)}),
-                    kit.run("a_and_c", {"a": kit.values(20, seed=1), "c": kit.values(20, seed=3)}))
+    more = kit.gate(
+        kit.run("base_a", {"a": kit.values(20, seed=1)}),
+        kit.run("a_and_c", {"a": kit.values(20, seed=1), "c": kit.values(20, seed=3)}),
+    )
     assert any("not in the baseline" in n for n in more.notes) and {c.model for c in more.comparisons} == {"a"}
     with pytest.raises(UserError, match="no metric 'perplexty'"):
         kit.gate(base, base, metrics=["perplexty"])
@@ -161,8 +172,9 @@ def _rounds(kit: SimpleNamespace, side: str, factor: float, n: int, env: dict | 
     fixed = kit.values(100, seed=1)
     paths = []
     for r in range(n):
-        values = kit.values(100, seed=sum(map(ord, side)) * 10 + r, run_shift=float(rng.normal(0, 0.03)),
-                            scale={"tps": factor})
+        values = kit.values(
+            100, seed=sum(map(ord, side)) * 10 + r, run_shift=float(rng.normal(0, 0.03)), scale={"tps": factor}
+        )
         values.update({k: fixed[k] for k in ("perplexity", "repetition_rate", "tokens_generated")})
         paths.append(kit.run(f"{side}/r{r}", {"m": values}, environment=env))
     return paths
@@ -231,7 +243,9 @@ def test_exact_gate_for_deterministic_metrics(kit: SimpleNamespace) -> None:
 def test_several_samples_per_prompt_use_prompt_clusters(kit: SimpleNamespace) -> None:
     base = kit.values(40, seed=1, samples_per_prompt=3)
     cand = {**base, "repetition_rate": noisy(base["repetition_rate"], 1.3, 0.1, seed=2)}
-    result = kit.gate(kit.run("base", {"m": base}, samples_per_prompt=3), kit.run("cand", {"m": cand}, samples_per_prompt=3))
+    result = kit.gate(
+        kit.run("base", {"m": base}, samples_per_prompt=3), kit.run("cand", {"m": cand}, samples_per_prompt=3)
+    )
     comp = by(result, "repetition_rate")
     assert comp.unit_of_replication == "prompt (cluster)" and comp.test.n == 40  # 40 prompts, not 120 samples
     assert comp.verdict == REGRESSION
@@ -240,8 +254,14 @@ def test_several_samples_per_prompt_use_prompt_clusters(kit: SimpleNamespace) ->
 def test_unpaired_test_when_asked(kit: SimpleNamespace) -> None:
     base = kit.values(100, seed=1)
     cand = {**base, "perplexity": noisy(base["perplexity"], 1.3, 0.1, seed=2)}
-    comp = by(kit.gate(kit.run("base", {"m": base}), kit.run("cand", {"m": cand}),
-                       rules="metrics:\n  perplexity: {test: mannwhitney}\n"), "perplexity")
+    comp = by(
+        kit.gate(
+            kit.run("base", {"m": base}),
+            kit.run("cand", {"m": cand}),
+            rules="metrics:\n  perplexity: {test: mannwhitney}\n",
+        ),
+        "perplexity",
+    )
     assert comp.method == "mannwhitney" and comp.verdict == REGRESSION
 
 
@@ -257,7 +277,10 @@ def test_model_level_metric_single_value(kit: SimpleNamespace) -> None:
 def test_exact_gate_applies_to_metrics_without_direction(kit: SimpleNamespace) -> None:
     base = kit.values(20, seed=1)
     longer = {**base, "tokens_generated": [v + 1 for v in base["tokens_generated"]]}
-    result = kit.gate(kit.run("base", {"m": base}), kit.run("cand", {"m": longer}),
-                      rules="metrics:\n  tokens_generated: {test: exact}\n")
+    result = kit.gate(
+        kit.run("base", {"m": base}),
+        kit.run("cand", {"m": longer}),
+        rules="metrics:\n  tokens_generated: {test: exact}\n",
+    )
     comp = by(result, "tokens_generated")
     assert comp.gated and comp.verdict == REGRESSION and result.exit_code == 1

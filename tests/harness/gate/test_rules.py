@@ -59,15 +59,18 @@ def test_empty_rules_file_is_defaults(tmp_path: Path) -> None:
     assert load_rules(path).resolve("tps", "m", "timing", True) == Rules().resolve("tps", "m", "timing", True)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("metrics:\n  tps: {rel_tolerance: -1}\n", "metrics.tps.rel_tolerance"),
-    ("metrics:\n  tps: {alpha: 2}\n", "metrics.tps.alpha"),
-    ("metrics:\n  tps: {test: ttest}\n", "metrics.tps.test"),
-    ("metrics:\n  tps: {tolerance: 0.1}\n", "metrics.tps.tolerance"),
-    ("metrics:\n  tps:\n    models: {m: {direction: up}}\n", "metrics.tps.models.m.direction"),
-    ("kinds: {latency: {alpha: 0.1}}\n", "kinds.latency"),
-    ("require_match: [colour]\n", "require_match.0"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("metrics:\n  tps: {rel_tolerance: -1}\n", "metrics.tps.rel_tolerance"),
+        ("metrics:\n  tps: {alpha: 2}\n", "metrics.tps.alpha"),
+        ("metrics:\n  tps: {test: ttest}\n", "metrics.tps.test"),
+        ("metrics:\n  tps: {tolerance: 0.1}\n", "metrics.tps.tolerance"),
+        ("metrics:\n  tps:\n    models: {m: {direction: up}}\n", "metrics.tps.models.m.direction"),
+        ("kinds: {latency: {alpha: 0.1}}\n", "kinds.latency"),
+        ("require_match: [colour]\n", "require_match.0"),
+    ],
+)
 def test_validation_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "gates.yaml"
     path.write_text(text)

@@ -18,7 +18,9 @@ import torch
 
 from harness.types import Generation, ModelInfo, SampleContext, SamplingParams
 
-DATA_DIR = Path(os.environ.get("TINYSTORIES_DIR", Path(__file__).resolve().parents[4] / "shared" / "data" / "tinystories"))
+DATA_DIR = Path(
+    os.environ.get("TINYSTORIES_DIR", Path(__file__).resolve().parents[4] / "shared" / "data" / "tinystories")
+)
 CONTEXT = 32  # small on purpose, so real stories need several windows
 VOCAB = 300
 
@@ -35,9 +37,17 @@ class RefLM:
 
         self.net, self.tokenizer = net, tokenizer
         self.eos_id: int | None = special_id(tokenizer, EOS)
-        self.info = ModelInfo(name="ref", spec="ref", backend="test", parameters=net.num_parameters(),
-                              vocab_size=net.config.vocab_size, context_length=net.config.max_seq_len,
-                              device="cpu", dtype="float32", source="test")
+        self.info = ModelInfo(
+            name="ref",
+            spec="ref",
+            backend="test",
+            parameters=net.num_parameters(),
+            vocab_size=net.config.vocab_size,
+            context_length=net.config.max_seq_len,
+            device="cpu",
+            dtype="float32",
+            source="test",
+        )
         self.windows: list[int] = []
 
     def encode(self, text: str) -> list[int]:
@@ -105,10 +115,16 @@ def make_generation() -> Callable[..., Generation]:
     def build(tokens: list[int], eos_hit: bool = False, start_ns: int = 1_000_000, **overrides: Any) -> Generation:
         times = [start_ns + 5_000_000 + 1_000_000 * i for i in range(len(tokens))]
         end = (times[-1] if times else start_ns + 5_000_000) + (1_000_000 if eos_hit else 0)
-        fields: dict[str, Any] = dict(tokens=list(tokens), logprobs=[-0.5] * len(tokens), token_times_ns=times,
-                                      start_ns=start_ns, end_ns=end, eos_hit=eos_hit,
-                                      stop_reason="eos" if eos_hit else "max_new_tokens",
-                                      first_token_ns=times[0] if times else (end if eos_hit else None))
+        fields: dict[str, Any] = dict(
+            tokens=list(tokens),
+            logprobs=[-0.5] * len(tokens),
+            token_times_ns=times,
+            start_ns=start_ns,
+            end_ns=end,
+            eos_hit=eos_hit,
+            stop_reason="eos" if eos_hit else "max_new_tokens",
+            first_token_ns=times[0] if times else (end if eos_hit else None),
+        )
         fields.update(overrides)
         return Generation(**fields)
 
@@ -117,9 +133,16 @@ def make_generation() -> Callable[..., Generation]:
 
 @pytest.fixture
 def sample_ctx() -> Callable[..., SampleContext]:
-    def build(generation: Generation, model: Any = None, resources: dict | None = None,
-              options: dict | None = None) -> SampleContext:
-        return SampleContext(generation=generation, prompt_ids=[2], model=model, sampling=SamplingParams(),
-                             options=options or {}, resources=resources or {})
+    def build(
+        generation: Generation, model: Any = None, resources: dict | None = None, options: dict | None = None
+    ) -> SampleContext:
+        return SampleContext(
+            generation=generation,
+            prompt_ids=[2],
+            model=model,
+            sampling=SamplingParams(),
+            options=options or {},
+            resources=resources or {},
+        )
 
     return build

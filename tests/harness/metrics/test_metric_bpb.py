@@ -91,8 +91,9 @@ def test_texts_bpb_sums_before_dividing():
 
 
 def heldout(lm, texts, **options):
-    return HELDOUT_BPB.compute_model(ModelContext(model=lm, records=[], options=options,
-                                                  resources={"reference_texts": texts}))
+    return HELDOUT_BPB.compute_model(
+        ModelContext(model=lm, records=[], options=options, resources={"reference_texts": texts})
+    )
 
 
 def short_text(lm, story_texts) -> str:

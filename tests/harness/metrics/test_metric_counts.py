@@ -47,8 +47,17 @@ def _values(ctx) -> dict[str, float | None]:
 
 def test_every_sample_metric_on_eos_first(make_generation, sample_ctx):
     values = _values(sample_ctx(make_generation([], eos_hit=True)))
-    missing = {"tps", "decode_tps", "itl_ms_p50", "itl_ms_p95", "perplexity", "avg_token_prob",
-               "repetition_rate", "vocab_diversity", "distinct_2"}
+    missing = {
+        "tps",
+        "decode_tps",
+        "itl_ms_p50",
+        "itl_ms_p95",
+        "perplexity",
+        "avg_token_prob",
+        "repetition_rate",
+        "vocab_diversity",
+        "distinct_2",
+    }
     assert {name for name, v in values.items() if v is None} == missing
     assert values["tokens_generated"] == 0.0
     assert values["coherence_length"] == 0.0
@@ -69,9 +78,15 @@ def test_no_sample_metric_crashes_on_any_token_list(tokens, eos_hit):
     from harness.types import Generation, SampleContext, SamplingParams
 
     times = [1_000 * (i + 1) for i in range(len(tokens))]
-    gen = Generation(tokens=tokens, logprobs=[-1.0] * len(tokens), token_times_ns=times, start_ns=0,
-                     end_ns=(times[-1] if times else 500) + 10, eos_hit=eos_hit,
-                     first_token_ns=times[0] if times else None)
+    gen = Generation(
+        tokens=tokens,
+        logprobs=[-1.0] * len(tokens),
+        token_times_ns=times,
+        start_ns=0,
+        end_ns=(times[-1] if times else 500) + 10,
+        eos_hit=eos_hit,
+        first_token_ns=times[0] if times else None,
+    )
     ctx = SampleContext(generation=gen, prompt_ids=[2], model=None, sampling=SamplingParams())
     values = _values(ctx)
     assert values["tokens_generated"] == len(tokens)

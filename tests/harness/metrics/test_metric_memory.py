@@ -26,8 +26,17 @@ class _Model:
     """Just enough of a Model for a model-level context: the metric only reads ``info.device``."""
 
     def __init__(self, device: str) -> None:
-        self.info = ModelInfo(name="m", spec="m", backend="test", parameters=1, vocab_size=2, context_length=2,
-                              device=device, dtype="float32", source="test")
+        self.info = ModelInfo(
+            name="m",
+            spec="m",
+            backend="test",
+            parameters=1,
+            vocab_size=2,
+            context_length=2,
+            device=device,
+            dtype="float32",
+            source="test",
+        )
 
 
 def ctx(device: str = "cpu", resources: dict | None = None) -> ModelContext:
@@ -72,7 +81,7 @@ def test_reset_starts_a_new_window_and_an_allocation_raises_the_peak():
         pytest.skip("/proc/self/clear_refs is not writable here")
     before = peak_memory_mb("cpu")
     block = bytearray(64 * 2**20)
-    block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page so it is resident
+    block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
     after = peak_memory_mb("cpu")
     del block
     assert after - before >= 48  # allow for pages the kernel had already counted
