@@ -61,11 +61,12 @@ def run(
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
-    from harness.rundir import load_run
-    from harness.runner import RunOptions, Shard, SuiteRun, new_run_dir
+    from harness.rundir import load_run, new_run_dir
+    from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
     from harness.summary import summarize
     from harness.tables import summary_table
+    from harness.work import Shard
 
     loaded = load_suite(suite)
     specs = [s.strip() for s in (models or "").split(",") if s.strip()]

@@ -11,10 +11,13 @@ Layout (see docs/run-directory.md)::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +152,57 @@ def load_run(path: str | Path) -> Run:
         model_metrics=list(iter_jsonl(path / MODEL_METRICS)),
         metrics=metrics,
     )
+
+
+def new_run_dir(base: Path, suite_name: str) -> Path:
+    """A fresh directory; ``mkdir`` without exist_ok means two concurrent runs can never share one."""
+    base.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = base / f"{suite_name}-{stamp}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"{base}: could not create a unique run directory")
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Drop a partial last line left by a hard kill, so appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two processes never write into the same one
+    (two ``--resume`` of one directory, say). Released when the process ends, even by ``kill -9``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".lock"
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self._handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run's lifetime
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "another process"
+            self._handle.close()
+            raise UserError(
+                f"{self.path.parent}: in use by harness process {holder}; wait for it or use another directory"
+            ) from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(str(os.getpid()))
+        self._handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()

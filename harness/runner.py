@@ -7,9 +7,7 @@ they finish so an interruption loses at most the one in flight.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import secrets
 import signal
 import sys
 import time
@@ -33,35 +31,10 @@ from harness.references import load_reference_texts
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import summarize, summary_frame
 from harness.types import LoadOptions, Metric, Model, ModelContext, SampleContext, as_float
+from harness.work import Shard, derive_seed
 
 FORMAT_VERSION = 1
 WARMUP_PROMPT = "Once upon a time"
-
-
-def derive_seed(suite_seed: int, prompt_id: str, sample_index: int) -> int:
-    """A 63-bit seed that depends only on its inputs (not on order, batch or resume)."""
-    digest = hashlib.sha256(f"{suite_seed}:{prompt_id}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int  # 1-based
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            k, n = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise UserError(f"--shard {text!r}: expected K/N with integers, e.g. 1/4") from None
-        if not 1 <= k <= n:
-            raise UserError(f"--shard {text!r}: K must be between 1 and N")
-        return cls(k, n)
-
-    def owns(self, model: str, prompt_id: str, sample_index: int) -> bool:
-        digest = hashlib.sha256(f"{model}\x00{prompt_id}\x00{sample_index}".encode()).digest()
-        return int.from_bytes(digest[:8], "little") % self.count == self.index - 1
 
 
 @dataclass
@@ -90,20 +63,6 @@ class ModelOutcome:
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM: stop after the sample in flight and leave a resumable directory."""
-
-
-def new_run_dir(base: Path, suite_name: str) -> Path:
-    """A fresh directory; ``mkdir`` without exist_ok means two concurrent runs can never share one."""
-    base.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = base / f"{suite_name}-{stamp}-{secrets.token_hex(3)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise UserError(f"{base}: could not create a unique run directory")
 
 
 def _now() -> str:
@@ -428,7 +387,7 @@ class SuiteRun:
             self.model_specs = [m["name"] for m in self.manifest["models"]]
             self.manifest["status"] = "running"
             self.manifest.setdefault("resumed_at", []).append(_now())
-            _repair_torn_tail(self.dir / rundir.SAMPLES)
+            rundir.repair_torn_tail(self.dir / rundir.SAMPLES)
         else:
             self.manifest = self._initial_manifest()
         meta = {
@@ -451,6 +410,10 @@ class SuiteRun:
         0 ok; 1 a model crashed; 2 a model could not run because of an input error (missing checkpoint,
         prompt too long...); 130 interrupted. The other models always run and keep their results.
         """
+        with rundir.RunLock(self.dir):
+            return self._execute_locked()
+
+    def _execute_locked(self) -> int:
         self._prepare()
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         done, models_done = self._done_samples()
@@ -512,12 +475,3 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(f"signal {signum}")
-
-
-def _repair_torn_tail(path: Path) -> None:
-    """Drop a partial last line left by a hard kill, so appends start on a clean line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.rundir import load_run
-from harness.runner import Shard, derive_seed
+from harness.work import Shard, derive_seed
 
 FAULTS = Path(__file__).parent / "fault_plugins"
 REPO = Path(__file__).resolve().parents[2]
@@ -231,8 +231,48 @@ def test_shards_partition_the_work():
     assert all(sum(o[i] for o in owners) > 20 for i in range(3))
 
 
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    from harness.errors import UserError
+    from harness.rundir import RunLock
+
+    with RunLock(tmp_path), pytest.raises(UserError, match="in use by harness process"):
+        RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+def test_concurrent_resume_of_one_directory_is_refused(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=6, samples=2, max_new=160)
+    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r", "--no-report", check=0)
+    for name in ("samples.jsonl", "model_metrics.jsonl"):  # make the resume redo everything, slowly enough
+        (tmp_path / "r" / name).write_text("")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            str(suite),
+            "--resume",
+            str(tmp_path / "r"),
+            "--no-report",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    _wait_for_samples(tmp_path / "r" / "samples.jsonl", 1, first)
+    second = harness("run", suite, "--resume", tmp_path / "r", "--no-report")
+    assert second.returncode == 2 and "in use by harness process" in second.stderr
+    assert first.wait(timeout=300) == 0
+    assert len(load_run(tmp_path / "r").samples) == 12
+
+
 def test_two_runs_never_share_a_directory(tmp_path):
-    from harness.runner import new_run_dir
+    from harness.rundir import new_run_dir
 
     paths = {new_run_dir(tmp_path, "s") for _ in range(20)}
     assert len(paths) == 20
