@@ -28,9 +28,10 @@ from harness.errors import UserError
 from harness.models import load_model
 from harness.plugins import Registry
 from harness.references import load_reference_texts
+from harness.scoring import model_metrics, sample_metrics, select_metrics
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import summarize, summary_frame
-from harness.types import LoadOptions, Metric, Model, ModelContext, SampleContext, as_float
+from harness.types import LoadOptions, Model
 from harness.work import Shard, derive_seed
 
 FORMAT_VERSION = 1
@@ -92,42 +93,9 @@ class SuiteRun:
         self.model_specs, self.dir, self.resume = model_specs, out_dir, resume
         self.sampling = self.suite.sampling.params()
         self.device = options.device or self.suite.device
-        self.metrics = self._select_metrics()
+        self.metrics = select_metrics(self.suite, self.loaded.path, registry)
         self.outcomes: list[ModelOutcome] = []
         self.manifest: dict[str, Any] = {}
-
-    def _available_resources(self) -> set[str]:
-        return {
-            name
-            for name, present in (("reference_texts", self.suite.reference), ("judge", self.suite.judge))
-            if present
-        }
-
-    def _select_metrics(self) -> dict[str, tuple[Metric, dict[str, Any]]]:
-        """The suite's metrics, or every default metric whose resources the suite provides."""
-        available = self._available_resources()
-        requested = self.suite.metric_options()
-        if requested is None:
-            requested = {
-                name: {}
-                for name, metric in self.registry.metrics.items()
-                if set(metric.requires) <= available and (metric.default or metric.requires)
-            }
-        selected = {}
-        for name, metric_options in requested.items():
-            try:
-                metric = self.registry.metric(name)
-            except UserError as exc:
-                raise UserError(f"{self.loaded.path}: field 'metrics': {exc}") from None
-            missing = set(metric.requires) - available
-            if missing:
-                field_name = {"reference_texts": "reference", "judge": "judge"}
-                raise UserError(
-                    f"{self.loaded.path}: metric {name!r} needs the suite field(s) "
-                    f"{sorted(field_name.get(m, m) for m in missing)}; add them or drop the metric"
-                )
-            selected[name] = (metric, metric_options)
-        return selected
 
     # ---------------------------------------------------------------- manifest
     def _initial_manifest(self) -> dict[str, Any]:
@@ -175,29 +143,6 @@ class SuiteRun:
             for sample_index in range(self.suite.samples_per_prompt):
                 if self.options.shard is None or self.options.shard.owns(model, prompt.id, sample_index):
                     yield prompt, sample_index
-
-    def _sample_metrics(
-        self, generation: Any, prompt_ids: list[int], model: Model, resources: dict[str, Any]
-    ) -> tuple[dict[str, float | None], dict[str, str]]:
-        values: dict[str, float | None] = {}
-        errors: dict[str, str] = {}
-        for name, (metric, metric_options) in self.metrics.items():
-            if metric.compute is None:
-                continue
-            ctx = SampleContext(
-                generation=generation,
-                prompt_ids=prompt_ids,
-                model=model,
-                sampling=self.sampling,
-                options=metric_options,
-                resources=resources,
-            )
-            try:
-                values[name] = as_float(metric.compute(ctx))
-            except Exception as exc:  # one metric failing must not cost the sample or the others
-                values[name] = None
-                errors[name] = f"{exc.__class__.__name__}: {exc}"
-        return values, errors
 
     def _record(
         self,
@@ -300,7 +245,7 @@ class SuiteRun:
                 for (prompt, sample_index), seed, ids, generation in zip(
                     batch, seeds, prompt_ids, generations, strict=True
                 ):
-                    values, errors = self._sample_metrics(generation, ids, model, resources)
+                    values, errors = sample_metrics(self.metrics, generation, ids, model, self.sampling, resources)
                     record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
                     out.append(record)
                     records.append(record)
@@ -343,17 +288,7 @@ class SuiteRun:
         self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any], model_out: rundir.JsonlAppender
     ) -> None:
         model_resources = {**resources, "peak_mem_mb": self._peak_mem_mb(model)}
-        values: dict[str, float | None] = {}
-        errors: dict[str, str] = {}
-        for name, (metric, metric_options) in self.metrics.items():
-            if metric.compute_model is None:
-                continue
-            try:
-                values[name] = as_float(
-                    metric.compute_model(ModelContext(model, records, metric_options, model_resources))
-                )
-            except Exception as exc:
-                values[name], errors[name] = None, f"{exc.__class__.__name__}: {exc}"
+        values, errors = model_metrics(self.metrics, model, records, model_resources)
         if values or errors:
             model_out.append({"model": model.info.name, "metrics": values, "metric_errors": errors})
 
