@@ -23,7 +23,7 @@ err_console = Console(stderr=True)
 
 PluginsDir = Annotated[
     Optional[Path],
-    typer.Option("--plugins-dir", help="Also load plugins from *.py files here.", envvar="HARNESS_PLUGINS_DIR"),
+    typer.Option("--plugins-dir", help="Also load plugins from *.py files here (or set HARNESS_PLUGINS_DIR)."),
 ]
 
 
@@ -61,7 +61,7 @@ def run(
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
-    from harness.rundir import load_run, new_run_dir
+    from harness.rundir import ensure_new_dir, load_run, new_run_dir
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
     from harness.summary import summarize
@@ -92,19 +92,20 @@ def run(
         compile=compile,
         model_options=_parse_options(model_option or []),
     )
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
+    suite_run = SuiteRun(loaded, specs, Path("."), registry, options, console, resume=resume is not None)
+    suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
     if resume is not None:
         run_dir = resume
         if not (resume / "manifest.json").is_file():
             raise UserError(f"--resume {resume}: not a run directory (no manifest.json)")
     elif out is not None:
-        if out.exists() and any(out.iterdir()):
-            raise UserError(f"--out {out}: directory exists and is not empty; choose a new path or use --resume {out}")
-        out.mkdir(parents=True, exist_ok=True)
-        run_dir = out
+        run_dir = ensure_new_dir(out, "--out")
     else:
         run_dir = new_run_dir(Path("runs"), loaded.suite.name)
+    suite_run.dir = run_dir
     console.print(f"run directory: {run_dir}")
-    suite_run = SuiteRun(loaded, specs, run_dir, registry, options, console, resume=resume is not None)
     code = suite_run.execute()
     summary = summarize(load_run(run_dir))
     console.print(summary_table(summary))
@@ -150,14 +151,18 @@ def _write_report(run_dir: Path, registry) -> None:
 
 
 @suites_app.command("validate")
-def suites_validate(files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")]) -> None:
-    """Check suite files; prints one line per file."""
+def suites_validate(
+    files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")], plugins_dir: PluginsDir = None
+) -> None:
+    """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
+    from harness.scoring import check_suite_inputs
     from harness.suite import load_suite
 
     failed = False
     for path in files:
         try:
             loaded = load_suite(path)
+            check_suite_inputs(loaded, _registry(plugins_dir))
             console.print(
                 f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
                 f"sha256 {loaded.sha256[:12]})",
@@ -204,11 +209,19 @@ def _add_commands() -> None:
         module.add_commands(app)
 
 
+def _plugins_dir_from_argv(argv: list[str]) -> Path | None:
+    """``--plugins-dir`` read ahead of parsing, so the registry is built once, with it, for every command."""
+    for index, arg in enumerate(argv):
+        if arg == "--plugins-dir" and index + 1 < len(argv):
+            return Path(argv[index + 1])
+        if arg.startswith("--plugins-dir="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def _plugin_commands() -> None:
     """Let plugins add subcommands (``register_commands``); needs the registry before parsing."""
-    from harness.plugins import get_registry
-
-    get_registry(None).pm.hook.register_commands(app=app)
+    _registry(_plugins_dir_from_argv(sys.argv[1:])).pm.hook.register_commands(app=app)
 
 
 def main() -> None:

@@ -45,9 +45,7 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
             raise UserError(
                 f"{run.path}: status {run.manifest.get('status')!r}; finish it with 'harness run --resume' first"
             )
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"-o {out}: directory exists and is not empty; choose a new path")
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.ensure_new_dir(out, "-o")
 
     order = {
         (m, p["id"], i): n

@@ -107,12 +107,25 @@ def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | N
     directories = [plugins_dir] if plugins_dir else []
     if os.environ.get(PLUGINS_DIR_ENV):
         directories.append(Path(os.environ[PLUGINS_DIR_ENV]))
-    for directory in directories:
+    for directory in dict.fromkeys(d.resolve() for d in directories):  # the same directory once
         if not directory.is_dir():
             raise UserError(f"plugins directory not found: {directory}; pass an existing directory to --plugins-dir")
         for path in sorted(directory.glob("*.py")):
             found.append((path.stem, str(path), None, lambda p=path: _import_file(p)))
     return found
+
+
+def _drop_plugin(registry: Registry, plugin: str) -> None:
+    """Forget everything ``plugin`` registered, so a half-registered plugin leaves nothing behind."""
+    owned = [key for key, owner in registry.owner.items() if owner == plugin]
+    for kind, name in owned:
+        del registry.owner[(kind, name)]
+        registry.backends.pop(name, None) if kind == "backend" else registry.metrics.pop(name, None)
+    dropped_sections = {name for kind, name in owned if kind == "section"}
+    registry.report_sections[:] = [s for s in registry.report_sections if s.name not in dropped_sections]
+    registry.plugins.pop(plugin, None)
+    if registry.pm.get_plugin(plugin) is not None:
+        registry.pm.unregister(name=plugin)
 
 
 def build_registry(plugins_dir: Path | None = None) -> Registry:
@@ -144,7 +157,19 @@ def build_registry(plugins_dir: Path | None = None) -> Registry:
         ("register_report_sections", "section"),
     ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
-            impl.function(register=_register_callback(registry, kind, impl.plugin_name))
+            try:
+                impl.function(register=_register_callback(registry, kind, impl.plugin_name))
+            except UserError:
+                raise  # a name collision names both plugins: the user must choose
+            except Exception as exc:  # a broken third-party hook must not take every command down
+                if registry.plugins.get(impl.plugin_name, PluginInfo("", "")).origin == "builtin":
+                    raise
+                _drop_plugin(registry, impl.plugin_name)
+                warnings.warn(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name} and is skipped: {exc.__class__.__name__}: {exc}",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
     return registry
 
 

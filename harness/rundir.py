@@ -154,6 +154,14 @@ def load_run(path: str | Path) -> Run:
     )
 
 
+def ensure_new_dir(path: Path, flag: str) -> Path:
+    """Create ``path`` for a new run, refusing anything that exists and is not an empty directory."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"{flag} {path}: exists and is not an empty directory; choose a new path")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def new_run_dir(base: Path, suite_name: str) -> Path:
     """A fresh directory; ``mkdir`` without exist_ok means two concurrent runs can never share one."""
     base.mkdir(parents=True, exist_ok=True)

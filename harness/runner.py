@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import rundir
+from harness.devices import resolve_device
 from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
 from harness.errors import UserError
 from harness.models import load_model
@@ -62,8 +63,11 @@ class ModelOutcome:
     wall_s: float = 0.0
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: stop after the sample in flight and leave a resumable directory."""
+class Interrupted(BaseException):
+    """SIGTERM: stop after the sample in flight and leave a resumable directory.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` (a metric, a loader) swallows it.
+    """
 
 
 def _now() -> str:
@@ -96,6 +100,10 @@ class SuiteRun:
         self.metrics = select_metrics(self.suite, self.loaded.path, registry)
         self.outcomes: list[ModelOutcome] = []
         self.manifest: dict[str, Any] = {}
+        self.resources: dict[str, Any] | None = None
+        threads = options.threads or self.suite.threads
+        if threads:  # before the manifest records the environment, so it records what runs
+            torch.set_num_threads(threads)
 
     # ---------------------------------------------------------------- manifest
     def _initial_manifest(self) -> dict[str, Any]:
@@ -128,7 +136,7 @@ class SuiteRun:
             "shard": None
             if self.options.shard is None
             else {"index": self.options.shard.index, "count": self.options.shard.count},
-            "environment": describe_environment(self.device),
+            "environment": describe_environment(str(resolve_device(self.device))),
         }
 
     def _save_manifest(self) -> None:
@@ -178,13 +186,21 @@ class SuiteRun:
             "metric_errors": errors,
         }
 
-    def _resources(self) -> dict[str, Any]:
-        resources: dict[str, Any] = {}
-        if self.suite.reference is not None and any(m.compute_model for m, _ in self.metrics.values()):
-            resources["reference_texts"] = load_reference_texts(self.suite.reference, self.loaded.path)
-        if self.suite.judge:
-            resources["judge"] = load_model(self.suite.judge, self.registry, self._load_options())
-        return resources
+    def load_resources(self) -> dict[str, Any]:
+        """Reference texts and judge model, loaded only when a selected metric requires them.
+
+        Called before the run directory exists (by the CLI), so a bad reference path or judge spec
+        fails without leaving a half-made run behind.
+        """
+        if self.resources is None:
+            needed = {r for metric, _ in self.metrics.values() for r in metric.requires}
+            resources: dict[str, Any] = {}
+            if "reference_texts" in needed and self.suite.reference is not None:
+                resources["reference_texts"] = load_reference_texts(self.suite.reference, self.loaded.path)
+            if "judge" in needed and self.suite.judge:
+                resources["judge"] = load_model(self.suite.judge, self.registry, self._load_options())
+            self.resources = resources
+        return self.resources
 
     def _load_options(self) -> LoadOptions:
         return LoadOptions(
@@ -216,22 +232,22 @@ class SuiteRun:
         reset_peak_rss()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        # samples of this model from earlier sessions count for model-level metrics and throughput
+        records = [r for r in rundir.iter_jsonl(self.dir / rundir.SAMPLES) if r["model"] == spec]
+        previous = entry.get("throughput") or {}
+        tokens, generation_ns = previous.get("tokens", 0), int(previous.get("generation_s", 0) * 1e9)
+        model = None
         try:
             model = load_model(spec, self.registry, self._load_options(), name=spec)
-        except UserError as exc:
-            entry.update(status="failed", error=str(exc))
-            self._save_manifest()
-            return ModelOutcome(name=spec, status="failed", error=str(exc), input_error=True)
-        entry["info"] = model.info.to_dict()
-        entry["load_s"] = round(time.perf_counter() - t0, 3)
-        items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
-        task = progress.add_task(spec, total=len(items))
-        records: list[dict[str, Any]] = []
-        try:
-            self._warmup(model)
-            generated_tokens, generation_ns = 0, 0
+            entry["info"] = model.info.to_dict()
+            entry["load_s"] = round(time.perf_counter() - t0, 3)
+            items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
+            encoded = {p.id: self._encode_checked(model, p, spec) for p, _ in items}  # every prompt, up front
+            task = progress.add_task(spec, total=len(items))
+            if items:
+                self._warmup(model)
             for batch in _chunks(items, self.options.batch_size):
-                prompt_ids = [self._encode_checked(model, prompt, spec) for prompt, _ in batch]
+                prompt_ids = [encoded[prompt.id] for prompt, _ in batch]
                 seeds = [derive_seed(self.sampling.seed, prompt.id, index) for prompt, index in batch]
                 generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
                 if len(batch) > 1 and hasattr(model, "generate_batch"):
@@ -249,15 +265,9 @@ class SuiteRun:
                     record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
                     out.append(record)
                     records.append(record)
-                    generated_tokens += len(generation.tokens)
+                    tokens += len(generation.tokens)
                     outcome.samples += 1
                     progress.advance(task)
-            entry["throughput"] = {
-                "batch_size": self.options.batch_size,
-                "tokens": generated_tokens,
-                "generation_s": round(generation_ns / 1e9, 4),
-                "tokens_per_s": round(generated_tokens / (generation_ns / 1e9), 2) if generation_ns else None,
-            }
             self._model_metrics(model, records, resources, model_out)
         except (KeyboardInterrupt, Interrupted):
             outcome.status = "interrupted"
@@ -271,8 +281,15 @@ class SuiteRun:
         finally:
             outcome.wall_s = time.perf_counter() - t0
             entry.update(status=outcome.status, error=outcome.error, wall_s=round(outcome.wall_s, 3))
+            entry["throughput"] = {
+                "batch_size": self.options.batch_size,
+                "tokens": tokens,
+                "generation_s": round(generation_ns / 1e9, 4),
+                "tokens_per_s": round(tokens / (generation_ns / 1e9), 2) if generation_ns else None,
+            }
             self._save_manifest()
-            model.close()
+            if model is not None:
+                model.close()
         return outcome
 
     def _encode_checked(self, model: Model, prompt: Prompt, spec: str) -> list[int]:
@@ -301,8 +318,22 @@ class SuiteRun:
     # ---------------------------------------------------------------- orchestration
     def _done_samples(self) -> tuple[set[tuple[str, str, int]], set[str]]:
         done = {(r["model"], r["prompt_id"], r["sample_index"]) for r in rundir.iter_jsonl(self.dir / rundir.SAMPLES)}
-        models_done = {r["model"] for r in rundir.iter_jsonl(self.dir / rundir.MODEL_METRICS)}
+        models_done = {m["name"] for m in self.manifest["models"] if m["status"] == "ok"}
         return done, models_done
+
+    def _adopt_recorded_options(self) -> None:
+        """A resumed run keeps the batch size and shard it started with; a conflicting flag is an error."""
+        recorded_batch = self.manifest.get("batch_size", 1)
+        recorded_shard = self.manifest.get("shard")
+        if self.options.batch_size not in (1, recorded_batch):
+            raise UserError(f"{self.dir}: was run with --batch-size {recorded_batch}; resume without --batch-size")
+        given = self.options.shard
+        if given is not None and (
+            recorded_shard is None or (given.index, given.count) != (recorded_shard["index"], recorded_shard["count"])
+        ):
+            raise UserError(f"{self.dir}: was run with shard {recorded_shard}; resume without --shard")
+        self.options.batch_size = recorded_batch
+        self.options.shard = Shard(recorded_shard["index"], recorded_shard["count"]) if recorded_shard else None
 
     def _prepare(self) -> None:
         if self.resume:
@@ -313,6 +344,7 @@ class SuiteRun:
                     "resume with the same suite file or start a new run"
                 )
             self.manifest = old.manifest
+            self._adopt_recorded_options()
             known = {m["name"] for m in self.manifest["models"]}
             self.manifest["models"] += [
                 {"name": s, "spec": s, "status": "pending", "error": None, "info": None}
@@ -352,7 +384,7 @@ class SuiteRun:
         self._prepare()
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         done, models_done = self._done_samples()
-        resources = self._resources()
+        resources = self.load_resources()
         status = "complete"
         progress = Progress(
             TextColumn("{task.description:>14}"),

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.plugins import Registry
-from harness.suite import Suite
+from harness.suite import LoadedSuite, Suite
 from harness.types import Generation, Metric, Model, ModelContext, SampleContext, SamplingParams, as_float
 
 SelectedMetrics = dict[str, tuple[Metric, dict[str, Any]]]
@@ -43,6 +43,22 @@ def select_metrics(suite: Suite, suite_path: Path, registry: Registry) -> Select
             )
         selected[name] = (metric, metric_options)
     return selected
+
+
+def check_suite_inputs(loaded: LoadedSuite, registry: Registry) -> None:
+    """Everything a run would reject about a suite, without loading any model: metric names and their
+    required fields, the judge spec, the reference file."""
+    from harness.models import resolve_backend
+    from harness.references import load_reference_texts
+
+    select_metrics(loaded.suite, loaded.path, registry)
+    if loaded.suite.judge:
+        try:
+            resolve_backend(loaded.suite.judge, registry)
+        except UserError as exc:
+            raise UserError(f"{loaded.path}: field 'judge': {exc}") from None
+    if loaded.suite.reference is not None and loaded.suite.reference.path is not None:
+        load_reference_texts(loaded.suite.reference, loaded.path)
 
 
 def _error(exc: Exception) -> str:

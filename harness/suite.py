@@ -67,7 +67,7 @@ class Suite(BaseModel):
     reference: Reference | None = None
     judge: str | None = None
     warmup: int = Field(2, ge=0)
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")

@@ -12,6 +12,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from tinylm_ref.sampling import Generation as _ReferenceGeneration
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -57,24 +59,11 @@ class ModelInfo:
         return asdict(self)
 
 
-@dataclass
-class Generation:
-    """One sampled continuation and its timing, as every backend must report it (see docs/metrics.md).
-
-    ``tokens`` excludes the EOS token that ended generation; ``logprobs[i]`` is log p(tokens[i]) under
-    the model's raw distribution (temperature 1, no top-k); ``token_times_ns[i]`` is the
-    ``time.perf_counter_ns()`` reading when ``tokens[i]`` was on the host.
-    """
-
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    token_times_ns: list[int] = field(default_factory=list)
-    start_ns: int = 0  # immediately before the prefill forward pass
-    end_ns: int = 0  # when the last token or EOS was on the host
-    eos_hit: bool = False
-    stop_reason: str = "max_new_tokens"  # eos | max_new_tokens | context | nonfinite
-    nonfinite: bool = False
-    first_token_ns: int | None = None  # when the first sampled token (EOS included) was on the host
+#: One sampled continuation and its timing, as every backend must report it (see docs/metrics.md):
+#: ``tokens`` excludes the EOS that ended generation; ``logprobs[i]`` is log p(tokens[i]) under the raw
+#: distribution (temperature 1, no top-k); ``token_times_ns[i]`` is ``time.perf_counter_ns()`` when
+#: ``tokens[i]`` was on the host. One class for every backend, shared with the reference sampler.
+Generation = _ReferenceGeneration
 
 
 @runtime_checkable

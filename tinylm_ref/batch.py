@@ -15,7 +15,7 @@ import time
 import torch
 
 from tinylm_ref.model import LLM
-from tinylm_ref.sampling import Generation, _sync, pick_token
+from tinylm_ref.sampling import Generation, pick_token, sync
 
 
 @torch.inference_mode()
@@ -50,7 +50,7 @@ def generate_batch(
     outs = [Generation() for _ in prompts]
     active = [True] * B
     lengths = [len(p) for p in prompts]
-    _sync(device)
+    sync(device)
     start = time.perf_counter_ns()
     for out in outs:
         out.start_ns = start
@@ -66,17 +66,18 @@ def generate_batch(
                 outs[row].stop_reason, active[row] = "context", False
                 next_tokens.append(0)
                 continue
-            try:
-                token_id = int(pick_token(logits[row : row + 1], temperature, top_k, generators[row]).item())
-                logprob = float(logprobs[row, token_id])
-            except RuntimeError:
-                token_id, logprob = -1, math.nan
-            now = time.perf_counter_ns()
             out = outs[row]
-            out.end_ns = now
-            if not math.isfinite(logprob):
+            if math.isnan(float(logprobs[row].max())):  # NaN or +inf logits poison the row
                 out.nonfinite, out.stop_reason, active[row] = True, "nonfinite", False
-            elif token_id == eos_id:
+                out.end_ns = time.perf_counter_ns()
+                next_tokens.append(0)
+                continue
+            token_id = int(pick_token(logits[row : row + 1], temperature, top_k, generators[row]).item())
+            logprob = float(logprobs[row, token_id])
+            now = out.end_ns = time.perf_counter_ns()
+            if out.first_token_ns is None:
+                out.first_token_ns = now
+            if token_id == eos_id:
                 out.eos_hit, out.stop_reason, active[row] = True, "eos", False
             else:
                 out.tokens.append(token_id)

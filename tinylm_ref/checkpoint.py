@@ -129,7 +129,10 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         config = ModelConfig.load(directory / CONFIG_FILE)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
-    tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    try:
+        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON
+        raise CheckpointError(f"{directory / TOKENIZER_FILE}: cannot read the tokenizer ({exc}); re-export it") from exc
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise CheckpointError(
             f"{directory}: tokenizer has {tokenizer.get_vocab_size()} tokens but config vocab_size is "

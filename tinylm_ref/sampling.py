@@ -1,13 +1,15 @@
 """Fast autoregressive sampling with a preallocated KV cache and per-token timing.
 
-Everything the harness measures comes out of this loop, so it records what the metric contract
-needs (raw log-probabilities, host-side timestamps) and does nothing else per token.
+Everything the harness measures comes out of ``sample_loop``, so it records what the metric
+contract needs (raw log-probabilities, host-side timestamps) and does nothing else per token.
+Every backend drives the same loop, so stop rules, timing points and the sampler are identical.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -22,29 +24,90 @@ class Generation:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)  # log p(g_i) under the raw distribution
     token_times_ns: list[int] = field(default_factory=list)  # perf_counter_ns when g_i was on the host
-    start_ns: int = 0  # just before the prefill forward pass
+    start_ns: int = 0  # immediately before the prefill forward pass
     end_ns: int = 0  # when the last token (or EOS) was on the host
     eos_hit: bool = False
-    stop_reason: str = "max_new_tokens"  # "eos", "max_new_tokens" or "context"
+    stop_reason: str = "max_new_tokens"  # eos | max_new_tokens | context | nonfinite
     nonfinite: bool = False  # the model produced NaN/inf logits; generation stopped there
+    first_token_ns: int | None = None  # when the first sampled token (EOS included) was on the host
 
 
 def pick_token(
     logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Sample from ``logits`` (B, V) with temperature and top-k; temperature 0 means greedy."""
+    """Sample from ``logits`` (B, V) with temperature and top-k; temperature 0 means greedy.
+
+    A CPU generator with device logits draws on the CPU, so a seed gives the same draws on every device.
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     scaled = logits / temperature
     if top_k is not None and 0 < top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
+    probs = torch.softmax(scaled, dim=-1)
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so a timestamp taken next means the work is done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+NextLogits = Callable[[torch.Tensor | None], torch.Tensor]
+
+
+def sample_loop(
+    next_logits: NextLogits,
+    prompt_len: int,
+    context: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+    stop_ids: Collection[int],
+    device: torch.device,
+) -> Generation:
+    """The per-token loop every backend shares.
+
+    ``next_logits(None)`` runs the prefill and returns the last position's logits (1, V);
+    ``next_logits(token)`` feeds the sampled token (1, 1) and returns the next logits. Generation stops
+    at a stop id, after ``max_new_tokens``, when the context is full (learned positions cannot extend
+    past it, so no sliding window), or on NaN/inf logits.
+    """
+    out = Generation()
+    budget = min(max_new_tokens, context - prompt_len)
+    sync(device)
+    out.start_ns = time.perf_counter_ns()
+    logits = next_logits(None).float()
+    for step in range(max_new_tokens):
+        if step >= budget:
+            out.stop_reason = "context"
+            break
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if math.isnan(float(logprobs.max())):  # a NaN or +inf logit poisons the whole log-softmax
+            out.nonfinite, out.stop_reason, out.end_ns = True, "nonfinite", time.perf_counter_ns()
+            break
+        token = pick_token(logits, temperature, top_k, generator)
+        token_id = int(token.item())  # host sync: the token is materialised from here on
+        logprob = float(logprobs[0, token_id])
+        now = out.end_ns = time.perf_counter_ns()
+        if out.first_token_ns is None:
+            out.first_token_ns = now
+        if token_id in stop_ids:
+            out.eos_hit, out.stop_reason = True, "eos"
+            break
+        out.tokens.append(token_id)
+        out.logprobs.append(logprob)
+        out.token_times_ns.append(now)
+        if step + 1 < budget:
+            logits = next_logits(token).float()
+    if out.end_ns == 0:
+        out.end_ns = time.perf_counter_ns()
+    return out
 
 
 @torch.inference_mode()
@@ -57,11 +120,7 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
 ) -> Generation:
-    """Sample a continuation of ``prompt_ids``.
-
-    Generation stops at EOS, after ``max_new_tokens``, or when the context window is full (the
-    documented policy: learned positions cannot extend past ``max_seq_len``, so no sliding window).
-    """
+    """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``)."""
     context = model.config.max_seq_len
     if not prompt_ids:
         raise ValueError("prompt must contain at least one token")
@@ -69,36 +128,14 @@ def generate(
         raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context holds {context} with room for one more")
     device = model.tok_emb.weight.device
     cache = model.new_cache(1)
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    out = Generation()
-    budget = min(max_new_tokens, context - len(prompt_ids))
-    _sync(device)
-    out.start_ns = time.perf_counter_ns()
-    logits = model(idx, cache=cache, last_only=True)[:, -1, :].float()  # prefill
-    for step in range(max_new_tokens):
-        if step >= budget:
-            out.stop_reason = "context"
-            break
-        logprobs = torch.log_softmax(logits, dim=-1)
-        try:
-            token = pick_token(logits, temperature, top_k, generator)
-        except RuntimeError:  # multinomial refuses NaN/inf probabilities
-            token = None
-        token_id = int(token.item()) if token is not None else -1  # host sync: the token is materialised
-        logprob = float(logprobs[0, token_id]) if token is not None else math.nan
-        now = time.perf_counter_ns()
-        out.end_ns = now
-        if not math.isfinite(logprob):  # any NaN/inf logit poisons the whole log-softmax
-            out.nonfinite, out.stop_reason = True, "nonfinite"
-            break
-        if token_id == eos_id:
-            out.eos_hit, out.stop_reason = True, "eos"
-            break
-        out.tokens.append(token_id)
-        out.logprobs.append(logprob)
-        out.token_times_ns.append(now)
-        if step + 1 < budget:
-            logits = model.decode_step(token, cache).float()
-    if out.end_ns == 0:
-        out.end_ns = time.perf_counter_ns()
-    return out
+
+    def next_logits(token: torch.Tensor | None) -> torch.Tensor:
+        if token is None:
+            idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+            return model(idx, cache=cache, last_only=True)[:, -1, :]
+        return model.decode_step(token, cache)
+
+    stop_ids = () if eos_id is None else (eos_id,)
+    return sample_loop(
+        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device
+    )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import inspect
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,11 @@ from harness.backends.hf_hub import (
     is_local_target,
     split_repo_spec,
 )
+from harness.devices import resolve_device
 from harness.errors import UserError
 from harness.hookspecs import hookimpl
 from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
-from tinylm_ref.sampling import pick_token
+from tinylm_ref.sampling import sample_loop
 
 PREFIX = "hf:"
 #: Never downloaded: other frameworks' weights, exports and raw training checkpoints.
@@ -90,27 +90,12 @@ _CONTEXT_FIELDS = (
 )
 
 
-def _resolve_device(name: str, spec: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"model {spec}: --device {name} but CUDA is not available here; use --device cpu or auto")
-    if not (name == "cpu" or name.startswith(("cuda", "mps"))):
-        raise UserError(f"model {spec}: --device {name!r} is not a device; use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
 def _resolve_dtype(name: str, spec: str) -> torch.dtype | str:
     if name == "auto":
         return "auto"  # whatever the checkpoint was saved in
     if name.lower() not in _DTYPES:
         raise UserError(f"model {spec}: --dtype {name!r} is not supported; use float32, float16, bfloat16 or auto")
     return _DTYPES[name.lower()]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _as_ids(value: Any) -> list[int]:
@@ -177,7 +162,7 @@ class HFModel:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: list[int], sampling: SamplingParams, generator: torch.Generator) -> Generation:
-        """Mirror of ``tinylm_ref.sampling.generate``: same stop rules, timing points and sampler."""
+        """The shared ``tinylm_ref.sampling.sample_loop``: same stop rules, timing points and sampler."""
         context = self.info.context_length
         if not prompt_ids:
             raise UserError(f"model {self.info.name}: the prompt encodes to no tokens; give a non-empty prompt")
@@ -186,45 +171,33 @@ class HFModel:
                 f"model {self.info.name}: prompt has {len(prompt_ids)} tokens; the context holds {context} "
                 "with room for one more; shorten the prompt"
             )
-        idx = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
-        full = idx  # the whole sequence, only for a model without a KV cache
-        cache = None
-        out = Generation()
-        budget = min(sampling.max_new_tokens, context - len(prompt_ids))
-        _sync(self.device)
-        out.start_ns = time.perf_counter_ns()
-        for step in range(sampling.max_new_tokens):
-            if step >= budget:
-                out.stop_reason = "context"
-                break
-            if self._cache_kw is None:
-                logits, _ = self._forward(full, None, last_only=True)
+        state: dict[str, Any] = {
+            "cache": None,
+            "full": torch.tensor([prompt_ids], dtype=torch.long, device=self.device),
+        }
+
+        def next_logits(token: torch.Tensor | None) -> torch.Tensor:
+            if self._cache_kw is None:  # no KV cache: re-run the whole sequence
+                if token is not None:
+                    state["full"] = torch.cat([state["full"], token], dim=1)
+                logits, _ = self._forward(state["full"], None, last_only=True)
             else:
-                logits, cache = self._forward(idx, cache, last_only=True)
-            logits = logits[:, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-            if not torch.isfinite(logprobs).all():
-                out.nonfinite, out.stop_reason = True, "nonfinite"
-                out.end_ns = time.perf_counter_ns()
-                break
-            token = pick_token(logits, sampling.temperature, sampling.top_k, generator)
-            token_id = int(token.item())  # host sync: the token is materialised from here on
-            now = time.perf_counter_ns()
-            out.end_ns = now
-            if out.first_token_ns is None:
-                out.first_token_ns = now
-            if token_id in self.stop_ids:
-                out.eos_hit, out.stop_reason = True, "eos"
-                break
-            out.tokens.append(token_id)
-            out.logprobs.append(float(logprobs[0, token_id]))
-            out.token_times_ns.append(now)
-            idx = token
-            if self._cache_kw is None:
-                full = torch.cat([full, token], dim=1)
-        if out.end_ns == 0:
-            out.end_ns = time.perf_counter_ns()
-        return out
+                logits, state["cache"] = self._forward(
+                    state["full"] if token is None else token, state["cache"], last_only=True
+                )
+            return logits[:, -1, :]
+
+        return sample_loop(
+            next_logits,
+            len(prompt_ids),
+            context,
+            sampling.max_new_tokens,
+            sampling.temperature,
+            sampling.top_k,
+            generator,
+            self.stop_ids,
+            self.device,
+        )
 
     @torch.inference_mode()
     def score(self, ids: list[int]) -> list[float]:
@@ -307,7 +280,7 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
     register_auto_classes()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    device = _resolve_device(options.device, spec)
+    device = resolve_device(options.device, spec)
     dtype = _resolve_dtype(options.dtype, spec)
     trust = bool(options.trust_remote_code)
     _check_code(snapshot.path, spec, trust)

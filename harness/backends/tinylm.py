@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from harness.devices import resolve_device
 from harness.errors import UserError, did_you_mean
 from harness.hookspecs import hookimpl
 from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
@@ -32,22 +33,17 @@ SEED_HUB_REPO = "deycoding/deycoding-tiny-language-model"
 RANDOM_PREFIX = "random/"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
 class TinyLMModel:
     """A tinylm_ref network behind the harness Model contract."""
 
     def __init__(self, model: LLM, tokenizer: Tokenizer, info: ModelInfo) -> None:
         self.model, self.tokenizer, self.info = model, tokenizer, info
-        self.eos_id: int | None = special_id(tokenizer, EOS)
+        try:
+            self.eos_id: int | None = special_id(tokenizer, EOS)
+        except ValueError as exc:
+            raise UserError(
+                f"model {info.name}: {exc}; use a tokenizer trained with tinylm_ref (special tokens {EOS} ...)"
+            ) from exc
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -70,7 +66,7 @@ class TinyLMModel:
             )
         except ValueError as exc:  # prompt too long for the context
             raise UserError(f"model {self.info.name}: {exc}") from exc
-        return self._convert(out)
+        return out
 
     def generate_batch(
         self, prompts: list[list[int]], sampling_params: SamplingParams, generators: list[torch.Generator]
@@ -85,22 +81,7 @@ class TinyLMModel:
             generators,
             self.eos_id,
         )
-        return [self._convert(out) for out in outs]
-
-    @staticmethod
-    def _convert(out: sampling.Generation) -> Generation:
-        first = out.token_times_ns[0] if out.token_times_ns else (out.end_ns if out.eos_hit else None)
-        return Generation(
-            tokens=out.tokens,
-            logprobs=out.logprobs,
-            token_times_ns=out.token_times_ns,
-            start_ns=out.start_ns,
-            end_ns=out.end_ns,
-            eos_hit=out.eos_hit,
-            stop_reason=out.stop_reason,
-            nonfinite=out.nonfinite,
-            first_token_ns=first,
-        )
+        return outs
 
     @torch.inference_mode()
     def score(self, ids: list[int]) -> list[float]:
@@ -223,10 +204,13 @@ class TinyLMBackend:
         return model
 
     def _load(self, spec: str, options: LoadOptions) -> TinyLMModel:
-        device = resolve_device(options.device)
+        device = resolve_device(options.device, spec)
         target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
         if target.startswith(RANDOM_PREFIX):
-            return load_random(target[len(RANDOM_PREFIX) :].lower(), spec, device, int(options.extra.get("seed", 0)))
+            seed = str(options.extra.get("seed", 0))
+            if not seed.lstrip("-").isdigit():
+                raise UserError(f"model {spec}: --model-option seed={seed!r} must be an integer")
+            return load_random(target[len(RANDOM_PREFIX) :].lower(), spec, device, int(seed))
         if target.lower() in PRESETS:
             bundled = BUNDLED_DIR / target.lower()
             if is_checkpoint_dir(bundled):

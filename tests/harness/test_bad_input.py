@@ -111,7 +111,8 @@ def test_prompt_longer_than_the_context(tmp_path, tiny_checkpoint):
     )
     result = harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "r", "--no-report")
     assert_one_line_error(result, "prompt 'huge'", "context is 64", "shorten the prompt")
-    assert len(load_run(tmp_path / "r").samples) == 1  # the sample made before the bad prompt is kept
+    run = load_run(tmp_path / "r")  # every prompt is checked before the first sample: no wasted work
+    assert run.samples == [] and run.manifest["models"][0]["status"] == "failed"
 
 
 def test_max_new_tokens_beyond_context_stops_at_the_context(tmp_path, tiny_checkpoint):
@@ -130,8 +131,64 @@ def test_existing_output_directory_is_never_overwritten(tmp_path):
     result = harness(
         "run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", "tinylm:random/2.5m", "--out", out
     )
-    assert_one_line_error(result, "not empty")
+    assert_one_line_error(result, "not an empty directory")
     assert (out / "precious.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("keep")
+    result = harness(
+        "run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", "tinylm:random/2.5m", "--out", target
+    )
+    assert_one_line_error(result, "not an empty directory")
+    assert target.read_text() == "keep"
+
+
+def test_bad_threads_and_model_options_are_one_line_errors(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    assert_one_line_error(harness("run", suite, "--models", "tinylm:random/2.5m", "--threads", "-1"), "--threads")
+    result = harness(
+        "run", suite, "--models", "tinylm:random/2.5m", "--model-option", "seed=abc", "--out", tmp_path / "r"
+    )
+    assert_one_line_error(result, "seed", "integer")
+
+
+def test_truncated_tokenizer_is_an_input_error(tmp_path, tiny_checkpoint):
+    broken = tmp_path / "broken_tok"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "tokenizer.json").write_text((broken / "tokenizer.json").read_text()[:500])
+    result = harness("run", write_suite(tmp_path, n_prompts=1, samples=1), "--models", broken, "--out", tmp_path / "r")
+    assert_one_line_error(result, "tokenizer.json")
+
+
+def test_resume_with_other_batch_size_or_shard_is_refused(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    harness(
+        "run",
+        suite,
+        "--models",
+        "tinylm:random/2.5m",
+        "--out",
+        tmp_path / "r",
+        "--shard",
+        "1/2",
+        "--no-report",
+        check=0,
+    )
+    assert_one_line_error(harness("run", suite, "--resume", tmp_path / "r", "--batch-size", "4"), "--batch-size")
+    assert_one_line_error(harness("run", suite, "--resume", tmp_path / "r", "--shard", "2/2"), "shard")
+
+
+def test_suite_validation_checks_metrics_judge_and_reference(tmp_path):
+    suite = write_suite(tmp_path, extra="metrics: [perplexty]\n")
+    assert_one_line_error(harness("suites", "validate", suite), "did you mean 'perplexity'")
+    suite = write_suite(tmp_path, name="j", extra="judge: nosuchmodel\n")
+    assert_one_line_error(harness("suites", "validate", suite), "nosuchmodel")
+    suite = write_suite(tmp_path, name="r", extra="reference: {path: missing.txt}\n")
+    assert_one_line_error(harness("suites", "validate", suite), "missing.txt")
+    suite = write_suite(tmp_path, name="d", extra="device: gpu\n")
+    assert_one_line_error(harness("suites", "validate", suite), "device")
 
 
 def test_resume_with_a_different_suite_is_refused(tmp_path):

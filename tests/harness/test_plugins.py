@@ -20,7 +20,8 @@ def _plugin(tmp_path, name, body):
 
 BACKEND_PLUGIN = """
     from harness import hookimpl
-    from harness.backends.tinylm import load_random, resolve_device
+    from harness.backends.tinylm import load_random
+    from harness.devices import resolve_device
 
     class MiniBackend:
         name = "mini"

@@ -5,7 +5,8 @@ import os
 import torch
 
 from harness import hookimpl
-from harness.backends.tinylm import load_random, resolve_device
+from harness.backends.tinylm import load_random
+from harness.devices import resolve_device
 from harness.types import Metric
 
 
