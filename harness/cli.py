@@ -61,10 +61,9 @@ def run(
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
-    from harness.rundir import ensure_new_dir, load_run, new_run_dir
+    from harness.rundir import ensure_new_dir, new_run_dir
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
-    from harness.summary import summarize
     from harness.tables import summary_table
     from harness.work import Shard
 
@@ -107,7 +106,7 @@ def run(
     suite_run.dir = run_dir
     console.print(f"run directory: {run_dir}")
     code = suite_run.execute()
-    summary = summarize(load_run(run_dir))
+    summary = suite_run.summary
     console.print(summary_table(summary))
     for outcome in suite_run.outcomes:
         if outcome.status == "failed":

@@ -14,7 +14,7 @@ import typer
 
 from harness import rundir
 from harness.errors import UserError
-from harness.summary import summarize, summary_frame
+from harness.summary import write_summaries
 
 
 def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
@@ -89,12 +89,23 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     for index in range(len(first.models)):
         entries = [run.manifest["models"][index] for run in runs]
         failed = [e for e in entries if e["status"] == "failed"]
+        throughputs = [e.get("throughput") or {} for e in entries]
+        tokens = sum(t.get("tokens", 0) for t in throughputs)
+        seconds = sum(t.get("generation_s", 0.0) for t in throughputs)
         manifest["models"].append(
             {
                 **entries[0],
                 "status": "failed" if failed else "ok",
                 "error": failed[0]["error"] if failed else None,
                 "wall_s": round(sum(e.get("wall_s") or 0 for e in entries), 3),
+                "load_s": round(sum(e.get("load_s") or 0 for e in entries), 3),
+                # summed over shards: generation time on several machines, not a wall-clock span
+                "throughput": {
+                    "batch_size": throughputs[0].get("batch_size", 1),
+                    "tokens": tokens,
+                    "generation_s": round(seconds, 4),
+                    "tokens_per_s": round(tokens / seconds, 2) if seconds else None,
+                },
             }
         )
     manifest["created_at"] = min(run.manifest["created_at"] for run in runs)
@@ -104,9 +115,7 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     )
     rundir.write_json_atomic(out / rundir.MANIFEST, manifest)
     merged = rundir.load_run(out)
-    summary = summarize(merged)
-    rundir.write_json_atomic(out / rundir.SUMMARY_JSON, summary)
-    rundir.write_text_atomic(out / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
+    write_summaries(merged)
     return out
 
 

@@ -31,7 +31,7 @@ from harness.plugins import Registry
 from harness.references import load_reference_texts
 from harness.scoring import model_metrics, sample_metrics, select_metrics
 from harness.suite import LoadedSuite, Prompt
-from harness.summary import summarize, summary_frame
+from harness.summary import write_summaries
 from harness.types import LoadOptions, Model
 from harness.work import Shard, derive_seed
 
@@ -101,6 +101,7 @@ class SuiteRun:
         self.outcomes: list[ModelOutcome] = []
         self.manifest: dict[str, Any] = {}
         self.resources: dict[str, Any] | None = None
+        self.summary: dict[str, Any] = {}  # summary.json content, set by finish()
         threads = options.threads or self.suite.threads
         if threads:  # before the manifest records the environment, so it records what runs
             torch.set_num_threads(threads)
@@ -429,9 +430,7 @@ class SuiteRun:
         self.manifest["finished_at"] = _now()
         run = rundir.load_run(self.dir)
         run.manifest = self.manifest
-        summary = summarize(run)
-        rundir.write_json_atomic(self.dir / rundir.SUMMARY_JSON, summary)
-        rundir.write_text_atomic(self.dir / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
+        self.summary = write_summaries(run)
         self._save_manifest()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness import rundir
 from harness.rundir import Run
 
 STAT_FIELDS = ["mean", "median", "p5", "p95", "std", "ci_low", "ci_high", "n", "missing"]
@@ -97,3 +98,11 @@ def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["model", "metric", "unit", "higher_is_better", "level", *STAT_FIELDS])
+
+
+def write_summaries(run: Run) -> dict[str, Any]:
+    """Compute and write summary.json and summary.csv (atomically) for a run; returns the summary."""
+    summary = summarize(run)
+    rundir.write_json_atomic(run.path / rundir.SUMMARY_JSON, summary)
+    rundir.write_text_atomic(run.path / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
+    return summary

@@ -18,8 +18,12 @@ app.add_typer(tokenizer_app, name="tokenizer")
 console = Console()
 
 
+err_console = Console(stderr=True)
+
+
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    """User mistakes: one line on stderr, exit code 2, no traceback."""
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -72,7 +76,10 @@ def tokenizer_train(
 
     if not data.is_file():
         _fail(f"data file not found: {data}")
-    tokenizer = train_tokenizer(iter_stories(data), vocab_size)
+    try:
+        tokenizer = train_tokenizer(iter_stories(data), vocab_size)
+    except ValueError as exc:
+        _fail(f"--vocab-size {vocab_size}: {exc}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out))
     console.print(f"wrote {out} ({tokenizer.get_vocab_size()} tokens)")
@@ -121,6 +128,8 @@ def train(
         if path is not None and not path.is_file():
             _fail(f"data file not found: {path}")
     if tokenizer is not None:
+        if not tokenizer.is_file():
+            _fail(f"--tokenizer {tokenizer}: file not found")
         tok = load_tokenizer(tokenizer)
     elif resume and (out / "tokenizer.json").exists():
         tok = load_tokenizer(out / "tokenizer.json")
@@ -147,6 +156,8 @@ def train(
         bf16=bf16,
         threads=threads,
     )
+    if patience is not None and valid is None:
+        _fail("--patience needs --valid (early stopping watches the validation loss)")
     summary = run_training(model_config, tok, train_tokens, val_tokens, out, cfg, resume=resume)
     console.print(summary)
 
@@ -160,26 +171,29 @@ def sample(
     top_k: int = 50,
     seed: int = 0,
     n: Annotated[int, typer.Option(help="Number of samples.")] = 1,
-    device: str = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Sample continuations of PROMPT from a checkpoint directory."""
     from tinylm_ref.checkpoint import CheckpointError, load_checkpoint
     from tinylm_ref.sampling import generate
     from tinylm_ref.tokenizer import EOS, decode, special_id
+    from tinylm_ref.train import resolve_device
 
     try:
-        ckpt = load_checkpoint(checkpoint, device=device)
-    except CheckpointError as exc:
+        ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
+    except (CheckpointError, ValueError) as exc:
         _fail(str(exc))
     ids = ckpt.tokenizer.encode(prompt).ids
+    if len(ids) >= ckpt.model.config.max_seq_len:
+        _fail(f"the prompt has {len(ids)} tokens; the context holds {ckpt.model.config.max_seq_len}; shorten it")
     for i in range(n):
-        gen = generate(
+        gen = generate(  # a CPU generator on every device: the same seed gives the harness's tokens
             ckpt.model,
             ids,
             max_new_tokens,
             temperature,
             top_k,
-            torch.Generator(device=device).manual_seed(seed + i),
+            torch.Generator().manual_seed(seed + i),
             special_id(ckpt.tokenizer, EOS),
         )
         console.print(f"[bold]{prompt}[/bold]{decode(ckpt.tokenizer, gen.tokens)}", highlight=False)

@@ -134,6 +134,8 @@ def train(
     ``session_steps`` stops this invocation after that many steps (a checkpoint is saved), so long
     trainings can be time-boxed on shared machines and continued with ``resume=True``.
     """
+    if cfg.patience is not None and val_tokens is None:
+        raise ValueError("early stopping (patience) needs validation data; pass --valid")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -149,7 +151,7 @@ def train(
     start_step, best_val, evals_since_best, elapsed_before = 0, float("inf"), 0, 0.0
     state_path = out / STATE_FILE
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)  # our own file: holds RNG states
+        state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])

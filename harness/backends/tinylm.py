@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+import tinylm_ref
 from harness.devices import resolve_device
 from harness.errors import UserError, did_you_mean
 from harness.hookspecs import hookimpl
@@ -26,7 +27,7 @@ from tinylm_ref.config import PRESETS
 from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / "tinylm_ref"
+PACKAGE_DIR = Path(tinylm_ref.__file__).resolve().parent
 BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
 TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
 SEED_HUB_REPO = "deycoding/deycoding-tiny-language-model"
@@ -92,7 +93,8 @@ class TinyLMModel:
         return (-logprobs[0].gather(1, x[0, 1:, None])[:, 0]).tolist()
 
     def close(self) -> None:
-        del self.model
+        """Free the weights (GPU memory first of all); the object is unusable afterwards."""
+        self.model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -138,8 +140,9 @@ def load_random(preset: str, spec: str, device: torch.device, seed: int = 0) -> 
         raise UserError(
             f"model {spec}: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; choose one of {', '.join(PRESETS)}"
         )
-    torch.manual_seed(seed)
-    model = LLM(PRESETS[preset])
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        model = LLM(PRESETS[preset])
     tokenizer = load_tokenizer(TOKENIZER_DIR / f"{preset}.json")
     weights_sha = hashlib.sha256(f"random:{preset}:seed{seed}".encode()).hexdigest()
     return _wrap(model, tokenizer, spec, f"random/{preset}", device, weights_sha, {"random_init_seed": seed})
