@@ -58,9 +58,6 @@ class Registry:
             raise UserError(f"unknown metric {name!r}{did_you_mean(name, self.metrics)}; 'harness plugins' lists them")
         return self.metrics[name]
 
-    def default_metrics(self) -> list[str]:
-        return [name for name, metric in self.metrics.items() if metric.default]
-
 
 def _register_callback(registry: Registry, kind: str, plugin: str):
     def register(item: Any) -> None:
