@@ -241,11 +241,8 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
         pass
 
 
-def test_concurrent_resume_of_one_directory_is_refused(tmp_path):
-    suite = write_suite(tmp_path, n_prompts=6, samples=2, max_new=160)
-    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / "r", "--no-report", check=0)
-    for name in ("samples.jsonl", "model_metrics.jsonl"):  # make the resume redo everything, slowly enough
-        (tmp_path / "r" / name).write_text("")
+def test_resume_of_a_directory_being_written_is_refused(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=10, samples=3, max_new=200)  # long enough to overlap the second call
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first = subprocess.Popen(
         [
@@ -254,7 +251,9 @@ def test_concurrent_resume_of_one_directory_is_refused(tmp_path):
             "harness",
             "run",
             str(suite),
-            "--resume",
+            "--models",
+            "tinylm:random/2.5m",
+            "--out",
             str(tmp_path / "r"),
             "--no-report",
             "--no-progress",
@@ -268,7 +267,7 @@ def test_concurrent_resume_of_one_directory_is_refused(tmp_path):
     second = harness("run", suite, "--resume", tmp_path / "r", "--no-report")
     assert second.returncode == 2 and "in use by harness process" in second.stderr
     assert first.wait(timeout=300) == 0
-    assert len(load_run(tmp_path / "r").samples) == 12
+    assert len(load_run(tmp_path / "r").samples) == 30
 
 
 def test_two_runs_never_share_a_directory(tmp_path):
