@@ -252,7 +252,7 @@ def test_resume_of_a_directory_being_written_is_refused(tmp_path):
             "run",
             str(suite),
             "--models",
-            "tinylm:random/2.5m",
+            "tinylm:random/10m",
             "--out",
             str(tmp_path / "r"),
             "--no-report",
