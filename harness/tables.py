@@ -42,12 +42,14 @@ def direction_mark(higher_is_better: bool | None) -> str:
 
 
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
+    """Means per model; missing values (e.g. a ratio over zero tokens) are counted in the caption."""
     models = summary["models"]
     table = Table(title=title or f"{summary['suite']}: mean per model (95% CI in summary.json)")
     table.add_column("#", justify="right")
     table.add_column("metric")
     for model in models:
         table.add_column(model, justify="right")
+    missing: dict[str, int] = {}
     for index, name in enumerate(ordered_metrics(list(summary["metrics"])), 1):
         entry = summary["metrics"][name]
         unit = entry["unit"]
@@ -55,9 +57,11 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         cells = []
         for model in models:
             stats = entry["models"].get(model)
-            cell = format_value(stats["mean"], unit) if stats else "—"
+            cells.append(format_value(stats["mean"], unit) if stats else "—")
             if stats and stats.get("missing"):
-                cell += f" [dim]({stats['missing']} missing)[/dim]"
-            cells.append(cell)
+                missing[model] = max(missing.get(model, 0), stats["missing"])
         table.add_row(str(index), f"{label} {direction_mark(entry['higher_is_better'])}", *cells)
+    if missing:
+        counts = ", ".join(f"{model} up to {n}" for model, n in missing.items())
+        table.caption = f"samples with missing values (e.g. too few tokens for a ratio), excluded from means: {counts}"
     return table
