@@ -165,3 +165,23 @@ def test_misspelled_hook_fails_loudly(tmp_path):
 def test_missing_plugins_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="plugins directory not found"):
         build_registry(tmp_path / "nope")
+
+
+def test_plugin_whose_hook_raises_is_skipped_and_leaves_nothing_behind(tmp_path):
+    _plugin(tmp_path, "half", """
+        from harness import hookimpl
+        from harness.types import Metric
+
+        @hookimpl
+        def register_metrics(register):
+            register(Metric(name="half_done", unit="", higher_is_better=None, description="x",
+                            compute=lambda ctx: 0.0))
+            raise RuntimeError("boom while registering")
+    """)
+    directory = _plugin(tmp_path, "odd", METRIC_PLUGIN)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = build_registry(directory)
+    assert any("'half'" in str(w.message) and "boom while registering" in str(w.message) for w in caught)
+    assert "half_done" not in registry.metrics and "half" not in registry.plugins
+    assert "odd_tokens" in registry.metrics
