@@ -1,0 +1,270 @@
+"""Measurement helpers for ``decode_speed.py``: the four decode paths and the harness-overhead run.
+
+Every path returns a ``Timing``: the start of the prefill, the host time each generated token was
+available (``time.perf_counter_ns``), and the end. TTFT is ``times[0] - start``; decode tokens/s is
+``(n - 1) / (times[-1] - times[0])`` (docs/metrics.md ``decode_tps``); end-to-end is ``n / (end - start)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.types import SamplingParams
+
+TEMPERATURE, TOP_K = 0.8, 50
+
+
+@dataclass
+class Timing:
+    start_ns: int
+    times_ns: list[int]
+    end_ns: int
+
+    @property
+    def n(self) -> int:
+        return len(self.times_ns)
+
+    def ttft_ms(self) -> float:
+        return (self.times_ns[0] - self.start_ns) / 1e6
+
+    def decode_tps(self) -> float:
+        return (self.n - 1) / ((self.times_ns[-1] - self.times_ns[0]) / 1e9)
+
+    def e2e_tps(self) -> float:
+        return self.n / ((self.end_ns - self.start_ns) / 1e9)
+
+
+def summarize(timings: list[Timing]) -> dict[str, Any]:
+    """Medians (and the raw values) over repetitions."""
+    ttft = [t.ttft_ms() for t in timings]
+    dec = [t.decode_tps() for t in timings]
+    e2e = [t.e2e_tps() for t in timings]
+    return {"ttft_ms": statistics.median(ttft), "decode_tps": statistics.median(dec), "e2e_tps": statistics.median(e2e),
+            "decode_tps_min": min(dec), "decode_tps_max": max(dec), "tokens": [t.n for t in timings],
+            "raw": {"ttft_ms": ttft, "decode_tps": dec, "e2e_tps": e2e}}
+
+
+# ------------------------------------------------------------------ (1) the harness's generation path
+def run_reference(model: Any, prompt_ids: list[int], n: int, seed: int) -> Timing:
+    """``TinyLMModel.generate`` exactly as ``SuiteRun`` calls it (EOS switched off by the caller)."""
+    params = SamplingParams(temperature=TEMPERATURE, top_k=TOP_K, max_new_tokens=n, seed=seed)
+    gen = model.generate(prompt_ids, params, torch.Generator(device="cpu").manual_seed(seed))
+    if len(gen.tokens) != n:
+        raise RuntimeError(f"reference path stopped after {len(gen.tokens)} tokens ({gen.stop_reason})")
+    return Timing(gen.start_ns, list(gen.token_times_ns), gen.end_ns)
+
+
+# ------------------------------------------------------------------ (2) the seed's shape: no KV cache
+@torch.inference_mode()
+def run_naive(llm: torch.nn.Module, prompt_ids: list[int], n: int, seed: int) -> Timing:
+    """Re-run the whole sequence every step, take the last logits, top-k sample, append."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.tensor([prompt_ids], dtype=torch.long)
+    times = []
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        logits = llm(idx)[:, -1, :] / TEMPERATURE
+        kth = torch.topk(logits, TOP_K).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+        token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        idx = torch.cat([idx, token], dim=1)
+        token.item()  # the token is on the host
+        times.append(time.perf_counter_ns())
+    return Timing(start, times, time.perf_counter_ns())
+
+
+# ------------------------------------------------------------------ (3) Hugging Face transformers
+def build_hf_llama(config: Any) -> torch.nn.Module:
+    """A randomly initialised ``LlamaForCausalLM`` with the preset's shape (RoPE instead of learned positions)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_config = LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.dim, num_hidden_layers=config.n_layers,
+                            num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
+                            intermediate_size=config.ffn_dim, tie_word_embeddings=True,
+                            max_position_embeddings=config.max_seq_len, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(hf_config).eval()
+
+
+def _timing_streamer() -> Any:
+    from transformers.generation.streamers import BaseStreamer
+
+    class TimingStreamer(BaseStreamer):
+        """``generate`` calls ``put`` once with the prompt, then once per step with the sampled token ids."""
+
+        def __init__(self) -> None:
+            self.times: list[int] = []
+            self.seen_prompt = False
+
+        def put(self, value: torch.Tensor) -> None:
+            if not self.seen_prompt:
+                self.seen_prompt = True
+                return
+            self.times.append(time.perf_counter_ns())
+
+        def end(self) -> None:
+            pass
+
+    return TimingStreamer()
+
+
+def run_hf(hf_model: torch.nn.Module, prompt_ids: list[int], n: int, seed: int) -> Timing:
+    """``generate()`` with a streamer stamping each sampled token; TTFT includes generate()'s own set-up."""
+    torch.manual_seed(seed)
+    streamer = _timing_streamer()
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+    attention_mask = torch.ones_like(input_ids)
+    start = time.perf_counter_ns()
+    out = hf_model.generate(input_ids, attention_mask=attention_mask, do_sample=True, top_k=TOP_K,
+                            temperature=TEMPERATURE, max_new_tokens=n, min_new_tokens=n, pad_token_id=0,
+                            streamer=streamer)
+    end = time.perf_counter_ns()
+    if out.shape[1] - len(prompt_ids) != n or len(streamer.times) != n:
+        raise RuntimeError(f"HF generate produced {out.shape[1] - len(prompt_ids)} tokens, {len(streamer.times)} stamps")
+    return Timing(start, streamer.times, end)
+
+
+# ------------------------------------------------------------------ (4) the floor: matrix-vector products alone
+def floor_weights(llm: torch.nn.Module) -> list[list[torch.Tensor]]:
+    """Per layer [qkv, proj, gate_up, down], then [head]: the weights one decode step multiplies by."""
+    layers = [[b.attn.qkv.weight, b.attn.proj.weight, b.ffn.gate_up.weight, b.ffn.down.weight] for b in llm.blocks]
+    return [*layers, [llm.head.weight]]
+
+
+@torch.inference_mode()
+def run_floor(weights: list[list[torch.Tensor]], prompt_len: int, n: int, variant: str) -> Timing:
+    """Prefill = the same weights on a (prompt_len, in) matrix; each token = every matvec once, then the head.
+
+    ``variant`` "linear": ``F.linear`` on a 1×in row (what the decoder calls); "mv": ``torch.mv`` into a
+    preallocated output (no allocation). No data dependence, sampling or bookkeeping: arithmetic + dispatch.
+    """
+    flat = [w for group in weights for w in group]
+    rows = {w.shape[1] for w in flat}
+    vec = {k: torch.randn(1, k) for k in rows}
+    mat = {k: torch.randn(prompt_len, k) for k in rows}
+    outs = {id(w): torch.empty(w.shape[0]) for w in flat}
+    times = []
+    start = time.perf_counter_ns()
+    for w in flat[:-1]:
+        F.linear(mat[w.shape[1]], w)
+    F.linear(mat[flat[-1].shape[1]][-1:], flat[-1])
+    times.append(time.perf_counter_ns())
+    if variant == "linear":
+        for _ in range(n - 1):
+            for w in flat:
+                F.linear(vec[w.shape[1]], w)
+            times.append(time.perf_counter_ns())
+    else:
+        vec1 = {k: v[0] for k, v in vec.items()}
+        for _ in range(n - 1):
+            for w in flat:
+                torch.mv(w, vec1[w.shape[1]], out=outs[id(w)])
+            times.append(time.perf_counter_ns())
+    return Timing(start, times, time.perf_counter_ns())
+
+
+# ------------------------------------------------------------------ harness overhead
+def overhead_suite_yaml(n_prompts: int, tokens: int) -> str:
+    import yaml
+
+    openings = ["Once upon a time, in a small village by the sea,", "One sunny morning, a little bird",
+                "Lily was a curious girl who loved", "Tom had a best friend named", "He ran to the door and",
+                "She jumped into the puddle and", "\"Can I play with you?\" asked the little girl.",
+                "\"Look at that!\" said Tom."]
+    prompts = [{"id": f"p{i:02d}", "category": "speed", "text": openings[i % len(openings)] + ("" if i < len(openings) else " Then")}
+               for i in range(n_prompts)]
+    return yaml.safe_dump({"name": "decode-speed-overhead", "samples_per_prompt": 1,
+                           "sampling": {"temperature": TEMPERATURE, "top_k": TOP_K, "max_new_tokens": tokens, "seed": 1234},
+                           "warmup": 1, "device": "cpu", "prompts": prompts}, sort_keys=False)
+
+
+def measure_overhead(model_specs: list[str], n_prompts: int, tokens: int, threads: int | None,
+                     base_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Run a real suite in-process through ``SuiteRun`` and split each model's post-load wall time.
+
+    generation = Σ over samples of (end_ns - start_ns), read back from samples.jsonl ``end_ms``, plus the
+    warmup generations (timed by wrapping ``SuiteRun._warmup``); overhead = the rest of ``wall_s - load_s``
+    (prompt encoding, generator set-up, metrics, record building, text decoding, fsynced appends, model-level
+    metrics, manifest writes, close). ``os.fsync`` is wrapped for the duration of the run to report how much
+    of the overhead is the run directory's per-sample durability (it depends on the disk under ``base_dir``).
+    """
+    from rich.console import Console
+
+    from harness.plugins import get_registry
+    from harness.runner import RunOptions, SuiteRun
+    from harness.suite import load_suite
+
+    fsyncs: list[tuple[float, float]] = []  # (start, duration) of every os.fsync during the run
+    real_fsync = os.fsync
+
+    def timed_fsync(fd: int) -> None:
+        t0 = time.perf_counter()
+        real_fsync(fd)
+        fsyncs.append((t0, time.perf_counter() - t0))
+
+    class TimedRun(SuiteRun):
+        """Records when each model's ``_run_model`` began and when its warmup ran; changes nothing else."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.entered: dict[str, float] = {}
+            self.warmup: dict[str, tuple[float, float]] = {}
+
+        def _run_model(self, spec: str, *args: Any, **kwargs: Any) -> Any:
+            self.entered[spec] = time.perf_counter()
+            return super()._run_model(spec, *args, **kwargs)
+
+        def _warmup(self, model: Any) -> None:
+            t0 = time.perf_counter()
+            super()._warmup(model)
+            self.warmup[model.info.name] = (t0, time.perf_counter())
+
+    with tempfile.TemporaryDirectory(prefix="decode-speed-", dir=base_dir) as tmp:
+        suite_path = Path(tmp) / "suite.yaml"
+        suite_path.write_text(overhead_suite_yaml(n_prompts, tokens), encoding="utf-8")
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        options = RunOptions(device="cpu", threads=threads, progress=False, command=["benchmarks/decode_speed.py"])
+        suite_run = TimedRun(load_suite(suite_path), model_specs, run_dir, get_registry(None), options,
+                             Console(file=io.StringIO()))
+        os.fsync = timed_fsync
+        try:
+            code = suite_run.execute()
+        finally:
+            os.fsync = real_fsync
+        if code != 0:
+            raise RuntimeError(f"overhead suite run failed (exit {code}): {[o.error for o in suite_run.outcomes]}")
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
+    results = []
+    for entry in manifest["models"]:
+        name = entry["name"]
+        mine = [s for s in samples if s["model"] == name]
+        outcome = next(o for o in suite_run.outcomes if o.name == name)
+        wall = outcome.wall_s  # unrounded; the manifest's wall_s is the same rounded to ms
+        after_load = wall - entry["load_s"]
+        gen = sum(s["end_ms"] for s in mine) / 1e3
+        warm_start, warm_end = suite_run.warmup[name]
+        warm = warm_end - warm_start
+        wall_end = suite_run.entered[name] + wall
+        fsync = sum(d for t, d in fsyncs if warm_end <= t < wall_end)
+        outside = after_load - warm - gen
+        results.append({"model": name, "samples": len(mine), "tokens": sum(len(s["output_ids"]) for s in mine),
+                        "wall_s": wall, "manifest_wall_s": entry["wall_s"], "load_s": entry["load_s"],
+                        "warmup_s": warm, "generation_s": gen, "outside_s": outside, "fsync_s": fsync,
+                        "overhead_share": outside / (after_load - warm),
+                        "overhead_share_without_fsync": (outside - fsync) / (after_load - warm),
+                        "overhead_share_warmup_counted": (outside + warm) / after_load,
+                        "overhead_ms_per_sample": 1e3 * outside / max(len(mine), 1)})
+    return results
