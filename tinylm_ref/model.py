@@ -201,10 +201,14 @@ class LLM(nn.Module):
             q, k, v = F.linear(h, attn.qkv.weight).view(B, 1, 3, H, D).unbind(2)  # 3×(B,1,H,D)
             cache.k[layer, :, :, pos] = k[:, 0]
             cache.v[layer, :, :, pos] = v[:, 0]
-            y = F.scaled_dot_product_attention(
-                q.transpose(1, 2), cache.k[layer, :, :, : pos + 1], cache.v[layer, :, :, : pos + 1]
-            )
-            x = x + F.linear(y.view(B, 1, H * D), attn.proj.weight)
+            keys, values = cache.k[layer, :, :, : pos + 1], cache.v[layer, :, :, : pos + 1]
+            if B == 1:  # bmm over heads: SDPA's CPU kernel opens a parallel region per call, which
+                # costs more than the math for 4 heads and collapses under load with 2+ threads
+                scores = torch.bmm(q[0].transpose(0, 1), keys[0].transpose(1, 2)) * (D**-0.5)  # (H, 1, S)
+                y = torch.bmm(torch.softmax(scores, dim=-1), values[0])  # (H, 1, D)
+            else:
+                y = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values)
+            x = x + F.linear(y.reshape(B, 1, H * D), attn.proj.weight)
             h = F.rms_norm(x, block.ffn_norm.normalized_shape, block.ffn_norm.weight, block.ffn_norm.eps)
             gate, up = F.linear(h, ffn.gate_up.weight).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, ffn.down.weight)

@@ -71,3 +71,16 @@ def test_compiled_static_decode_step_gives_the_eager_tokens():
     compiled = generate(model, [1, 5, 9], 30, 0.8, 10, torch.Generator().manual_seed(3), eos_id=None)
     assert compiled.tokens == eager.tokens
     assert max(abs(x - y) for x, y in zip(compiled.logprobs, eager.logprobs, strict=True)) < 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_decode_step_matches_full_forward(batch):
+    torch.manual_seed(1)
+    model = LLM(ModelConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=40)).eval()
+    ids = torch.randint(0, 64, (batch, 30))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(batch)
+        model(ids[:, :5], cache=cache)
+        steps = torch.stack([model.decode_step(ids[:, t : t + 1], cache) for t in range(5, 30)], dim=1)
+    assert torch.allclose(steps, full[:, 5:], atol=1e-5)
