@@ -50,9 +50,15 @@ def summarize(timings: list[Timing]) -> dict[str, Any]:
     ttft = [t.ttft_ms() for t in timings]
     dec = [t.decode_tps() for t in timings]
     e2e = [t.e2e_tps() for t in timings]
-    return {"ttft_ms": statistics.median(ttft), "decode_tps": statistics.median(dec), "e2e_tps": statistics.median(e2e),
-            "decode_tps_min": min(dec), "decode_tps_max": max(dec), "tokens": [t.n for t in timings],
-            "raw": {"ttft_ms": ttft, "decode_tps": dec, "e2e_tps": e2e}}
+    return {
+        "ttft_ms": statistics.median(ttft),
+        "decode_tps": statistics.median(dec),
+        "e2e_tps": statistics.median(e2e),
+        "decode_tps_min": min(dec),
+        "decode_tps_max": max(dec),
+        "tokens": [t.n for t in timings],
+        "raw": {"ttft_ms": ttft, "decode_tps": dec, "e2e_tps": e2e},
+    }
 
 
 # ------------------------------------------------------------------ (1) the harness's generation path
@@ -89,10 +95,19 @@ def build_hf_llama(config: Any) -> torch.nn.Module:
     """A randomly initialised ``LlamaForCausalLM`` with the preset's shape (RoPE instead of learned positions)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    hf_config = LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.dim, num_hidden_layers=config.n_layers,
-                            num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
-                            intermediate_size=config.ffn_dim, tie_word_embeddings=True,
-                            max_position_embeddings=config.max_seq_len, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    hf_config = LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.dim,
+        num_hidden_layers=config.n_layers,
+        num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_heads,
+        intermediate_size=config.ffn_dim,
+        tie_word_embeddings=True,
+        max_position_embeddings=config.max_seq_len,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(hf_config).eval()
 
@@ -126,12 +141,22 @@ def run_hf(hf_model: torch.nn.Module, prompt_ids: list[int], n: int, seed: int) 
     input_ids = torch.tensor([prompt_ids], dtype=torch.long)
     attention_mask = torch.ones_like(input_ids)
     start = time.perf_counter_ns()
-    out = hf_model.generate(input_ids, attention_mask=attention_mask, do_sample=True, top_k=TOP_K,
-                            temperature=TEMPERATURE, max_new_tokens=n, min_new_tokens=n, pad_token_id=0,
-                            streamer=streamer)
+    out = hf_model.generate(
+        input_ids,
+        attention_mask=attention_mask,
+        do_sample=True,
+        top_k=TOP_K,
+        temperature=TEMPERATURE,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        pad_token_id=0,
+        streamer=streamer,
+    )
     end = time.perf_counter_ns()
     if out.shape[1] - len(prompt_ids) != n or len(streamer.times) != n:
-        raise RuntimeError(f"HF generate produced {out.shape[1] - len(prompt_ids)} tokens, {len(streamer.times)} stamps")
+        raise RuntimeError(
+            f"HF generate produced {out.shape[1] - len(prompt_ids)} tokens, {len(streamer.times)} stamps"
+        )
     return Timing(start, streamer.times, end)
 
 
@@ -178,19 +203,40 @@ def run_floor(weights: list[list[torch.Tensor]], prompt_len: int, n: int, varian
 def overhead_suite_yaml(n_prompts: int, tokens: int) -> str:
     import yaml
 
-    openings = ["Once upon a time, in a small village by the sea,", "One sunny morning, a little bird",
-                "Lily was a curious girl who loved", "Tom had a best friend named", "He ran to the door and",
-                "She jumped into the puddle and", "\"Can I play with you?\" asked the little girl.",
-                "\"Look at that!\" said Tom."]
-    prompts = [{"id": f"p{i:02d}", "category": "speed", "text": openings[i % len(openings)] + ("" if i < len(openings) else " Then")}
-               for i in range(n_prompts)]
-    return yaml.safe_dump({"name": "decode-speed-overhead", "samples_per_prompt": 1,
-                           "sampling": {"temperature": TEMPERATURE, "top_k": TOP_K, "max_new_tokens": tokens, "seed": 1234},
-                           "warmup": 1, "device": "cpu", "prompts": prompts}, sort_keys=False)
+    openings = [
+        "Once upon a time, in a small village by the sea,",
+        "One sunny morning, a little bird",
+        "Lily was a curious girl who loved",
+        "Tom had a best friend named",
+        "He ran to the door and",
+        "She jumped into the puddle and",
+        '"Can I play with you?" asked the little girl.',
+        '"Look at that!" said Tom.',
+    ]
+    prompts = [
+        {
+            "id": f"p{i:02d}",
+            "category": "speed",
+            "text": openings[i % len(openings)] + ("" if i < len(openings) else " Then"),
+        }
+        for i in range(n_prompts)
+    ]
+    return yaml.safe_dump(
+        {
+            "name": "decode-speed-overhead",
+            "samples_per_prompt": 1,
+            "sampling": {"temperature": TEMPERATURE, "top_k": TOP_K, "max_new_tokens": tokens, "seed": 1234},
+            "warmup": 1,
+            "device": "cpu",
+            "prompts": prompts,
+        },
+        sort_keys=False,
+    )
 
 
-def measure_overhead(model_specs: list[str], n_prompts: int, tokens: int, threads: int | None,
-                     base_dir: Path | None = None) -> list[dict[str, Any]]:
+def measure_overhead(
+    model_specs: list[str], n_prompts: int, tokens: int, threads: int | None, base_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """Run a real suite in-process through ``SuiteRun`` and split each model's post-load wall time.
 
     generation = Σ over samples of (end_ns - start_ns), read back from samples.jsonl ``end_ms``, plus the
@@ -236,8 +282,9 @@ def measure_overhead(model_specs: list[str], n_prompts: int, tokens: int, thread
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         options = RunOptions(device="cpu", threads=threads, progress=False, command=["benchmarks/decode_speed.py"])
-        suite_run = TimedRun(load_suite(suite_path), model_specs, run_dir, get_registry(None), options,
-                             Console(file=io.StringIO()))
+        suite_run = TimedRun(
+            load_suite(suite_path), model_specs, run_dir, get_registry(None), options, Console(file=io.StringIO())
+        )
         os.fsync = timed_fsync
         try:
             code = suite_run.execute()
@@ -260,11 +307,22 @@ def measure_overhead(model_specs: list[str], n_prompts: int, tokens: int, thread
         wall_end = suite_run.entered[name] + wall
         fsync = sum(d for t, d in fsyncs if warm_end <= t < wall_end)
         outside = after_load - warm - gen
-        results.append({"model": name, "samples": len(mine), "tokens": sum(len(s["output_ids"]) for s in mine),
-                        "wall_s": wall, "manifest_wall_s": entry["wall_s"], "load_s": entry["load_s"],
-                        "warmup_s": warm, "generation_s": gen, "outside_s": outside, "fsync_s": fsync,
-                        "overhead_share": outside / (after_load - warm),
-                        "overhead_share_without_fsync": (outside - fsync) / (after_load - warm),
-                        "overhead_share_warmup_counted": (outside + warm) / after_load,
-                        "overhead_ms_per_sample": 1e3 * outside / max(len(mine), 1)})
+        results.append(
+            {
+                "model": name,
+                "samples": len(mine),
+                "tokens": sum(len(s["output_ids"]) for s in mine),
+                "wall_s": wall,
+                "manifest_wall_s": entry["wall_s"],
+                "load_s": entry["load_s"],
+                "warmup_s": warm,
+                "generation_s": gen,
+                "outside_s": outside,
+                "fsync_s": fsync,
+                "overhead_share": outside / (after_load - warm),
+                "overhead_share_without_fsync": (outside - fsync) / (after_load - warm),
+                "overhead_share_warmup_counted": (outside + warm) / after_load,
+                "overhead_ms_per_sample": 1e3 * outside / max(len(mine), 1),
+            }
+        )
     return results

@@ -55,8 +55,12 @@ from tinylm_ref.config import PRESETS  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
 METHODS = ("reference", "naive", "hf", "floor")
-LABELS = {"reference": "(1) reference (harness path)", "naive": "(2) naive, no KV cache",
-          "hf": "(3) HF LlamaForCausalLM", "floor": "(4) floor: matvecs only"}
+LABELS = {
+    "reference": "(1) reference (harness path)",
+    "naive": "(2) naive, no KV cache",
+    "hf": "(3) HF LlamaForCausalLM",
+    "floor": "(4) floor: matvecs only",
+}
 HF_RATIO_TARGET, FLOOR_SHARE_TARGET, OVERHEAD_TARGET = 3.0, 0.5, 0.05
 FLOOR_PRESETS = {"10m", "5m"}
 
@@ -77,7 +81,9 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
     llm, config = model.model, model.model.config
     prompt_ids = model.encode(PROMPT)
     if len(prompt_ids) + tokens > config.max_seq_len:
-        raise SystemExit(f"--tokens {tokens}: prompt ({len(prompt_ids)}) + tokens exceeds the context {config.max_seq_len}")
+        raise SystemExit(
+            f"--tokens {tokens}: prompt ({len(prompt_ids)}) + tokens exceeds the context {config.max_seq_len}"
+        )
     hf_model = _speed.build_hf_llama(config)
     weights = _speed.floor_weights(llm)
     runs = {
@@ -97,22 +103,35 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
     best = max(("floor_linear", "floor_mv"), key=lambda k: results[k]["decode_tps"])
     results["floor"] = {**results[best], "variant": best.removeprefix("floor_")}
     ref = results["reference"]["decode_tps"]
-    ratios = {"ref_over_hf": ref / results["hf"]["decode_tps"], "ref_over_floor": ref / results["floor"]["decode_tps"],
-              "ref_over_naive": ref / results["naive"]["decode_tps"],
-              "floor_over_hf": results["floor"]["decode_tps"] / results["hf"]["decode_tps"]}
+    ratios = {
+        "ref_over_hf": ref / results["hf"]["decode_tps"],
+        "ref_over_floor": ref / results["floor"]["decode_tps"],
+        "ref_over_naive": ref / results["naive"]["decode_tps"],
+        "floor_over_hf": results["floor"]["decode_tps"] / results["hf"]["decode_tps"],
+    }
     targets = {"ref >= 3x hf": ratios["ref_over_hf"] >= HF_RATIO_TARGET}
     if preset in FLOOR_PRESETS:
         targets["ref >= 50% floor"] = ratios["ref_over_floor"] >= FLOOR_SHARE_TARGET
     shape = {k: getattr(config, k) for k in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim")}
-    return {"preset": preset, "shape": shape, "parameters": llm.num_parameters(), "prompt_tokens": len(prompt_ids),
-            "new_tokens": tokens, "results": results, "ratios": ratios, "targets": targets}
+    return {
+        "preset": preset,
+        "shape": shape,
+        "parameters": llm.num_parameters(),
+        "prompt_tokens": len(prompt_ids),
+        "new_tokens": tokens,
+        "results": results,
+        "ratios": ratios,
+        "targets": targets,
+    }
 
 
 def print_preset(r: dict, reps: int) -> None:
     s = r["shape"]
-    print(f"\n== {r['preset']}: dim {s['dim']}, layers {s['n_layers']}, heads {s['n_heads']}, ffn {s['ffn_dim']}, "
-          f"vocab {s['vocab_size']}; {r['parameters'] / 1e6:.2f}M params; prompt {r['prompt_tokens']} tokens, "
-          f"{r['new_tokens']} new, median of {reps}")
+    print(
+        f"\n== {r['preset']}: dim {s['dim']}, layers {s['n_layers']}, heads {s['n_heads']}, ffn {s['ffn_dim']}, "
+        f"vocab {s['vocab_size']}; {r['parameters'] / 1e6:.2f}M params; prompt {r['prompt_tokens']} tokens, "
+        f"{r['new_tokens']} new, median of {reps}"
+    )
     print(f"  {'method':<32}{'TTFT ms':>9}{'decode tok/s':>14}{'(min-max)':>17}{'e2e tok/s':>11}")
     for m in METHODS:
         x = r["results"][m]
@@ -120,25 +139,37 @@ def print_preset(r: dict, reps: int) -> None:
         spread = f"{x['decode_tps_min']:.0f}-{x['decode_tps_max']:.0f}"
         print(f"  {label:<32}{x['ttft_ms']:>9.2f}{x['decode_tps']:>14.0f}{spread:>17}{x['e2e_tps']:>11.0f}")
     q = r["ratios"]
-    print(f"  (1)/(3) decode {q['ref_over_hf']:6.3f}x   target >= {HF_RATIO_TARGET:.0f}x    "
-          f"{'PASS' if r['targets']['ref >= 3x hf'] else 'MISS'}")
-    verdict = ("PASS" if r["targets"]["ref >= 50% floor"] else "MISS") if "ref >= 50% floor" in r["targets"] else "(no target)"
+    print(
+        f"  (1)/(3) decode {q['ref_over_hf']:6.3f}x   target >= {HF_RATIO_TARGET:.0f}x    "
+        f"{'PASS' if r['targets']['ref >= 3x hf'] else 'MISS'}"
+    )
+    verdict = (
+        ("PASS" if r["targets"]["ref >= 50% floor"] else "MISS")
+        if "ref >= 50% floor" in r["targets"]
+        else "(no target)"
+    )
     print(f"  (1)/(4) decode {100 * q['ref_over_floor']:6.1f}%   target >= {100 * FLOOR_SHARE_TARGET:.0f}%   {verdict}")
     print(f"  (4)/(3) decode {q['floor_over_hf']:6.2f}x   (ceiling for (1)/(3): the floor's own lead over HF)")
     print(f"  (1)/(2) decode {q['ref_over_naive']:6.2f}x   (KV cache vs none, for reference)")
 
 
 def print_overhead(rows: list[dict], n_prompts: int, tokens: int) -> None:
-    print(f"\n== harness overhead: SuiteRun in-process, {n_prompts} prompts × {tokens} tokens, warmup 1, default metrics; "
-          f"share = outside / (wall - load - warmup)")
-    print(f"  {'model':<20}{'wall-load s':>12}{'warmup s':>10}{'gen s':>8}{'outside s':>11}{'of it fsync':>12}"
-          f"{'ms/sample':>10}{'share':>8}{'w/o fsync':>10}{'warmup as ovh':>15}  target <= {100 * OVERHEAD_TARGET:.0f}%")
+    print(
+        f"\n== harness overhead: SuiteRun in-process, {n_prompts} prompts × {tokens} tokens, warmup 1, default metrics; "
+        f"share = outside / (wall - load - warmup)"
+    )
+    print(
+        f"  {'model':<20}{'wall-load s':>12}{'warmup s':>10}{'gen s':>8}{'outside s':>11}{'of it fsync':>12}"
+        f"{'ms/sample':>10}{'share':>8}{'w/o fsync':>10}{'warmup as ovh':>15}  target <= {100 * OVERHEAD_TARGET:.0f}%"
+    )
     for o in rows:
         verdict = "PASS" if o["overhead_share"] <= OVERHEAD_TARGET else "MISS"
-        print(f"  {o['model']:<20}{o['wall_s'] - o['load_s']:>12.3f}{o['warmup_s']:>10.3f}{o['generation_s']:>8.3f}"
-              f"{o['outside_s']:>11.3f}{o['fsync_s']:>12.3f}{o['overhead_ms_per_sample']:>10.2f}"
-              f"{100 * o['overhead_share']:>7.1f}%{100 * o['overhead_share_without_fsync']:>9.1f}%"
-              f"{100 * o['overhead_share_warmup_counted']:>14.1f}%  {verdict}")
+        print(
+            f"  {o['model']:<20}{o['wall_s'] - o['load_s']:>12.3f}{o['warmup_s']:>10.3f}{o['generation_s']:>8.3f}"
+            f"{o['outside_s']:>11.3f}{o['fsync_s']:>12.3f}{o['overhead_ms_per_sample']:>10.2f}"
+            f"{100 * o['overhead_share']:>7.1f}%{100 * o['overhead_share_without_fsync']:>9.1f}%"
+            f"{100 * o['overhead_share_warmup_counted']:>14.1f}%  {verdict}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,9 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-prompts", type=int, default=16, help="prompts in the overhead suite (default 16)")
     parser.add_argument("--overhead-tokens", type=int, default=64, help="new tokens per overhead sample (default 64)")
     parser.add_argument("--overhead-models", default="tinylm:random/5m,tinylm:random/2.5m")
-    parser.add_argument("--overhead-dir", type=Path, default=None,
-                        help="where the overhead run directory is created (default: the system temp dir); "
-                             "its disk's fsync latency is part of the overhead")
+    parser.add_argument(
+        "--overhead-dir",
+        type=Path,
+        default=None,
+        help="where the overhead run directory is created (default: the system temp dir); "
+        "its disk's fsync latency is part of the overhead",
+    )
     parser.add_argument("--no-overhead", action="store_true", help="skip the harness-overhead suite run")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also save all results as JSON")
     args = parser.parse_args(argv)
@@ -169,15 +204,26 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     t_start = time.perf_counter()
-    env = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(), "cpu": cpu_name(),
-           "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg(),
-           "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    print(f"decode_speed: torch {env['torch']}, transformers {env['transformers']}, python {env['python']}, "
-          f"threads {env['threads']} (interop {env['interop_threads']}), CPU {env['cpu']} × {env['cpu_count']}, "
-          f"load avg {env['loadavg_start'][0]:.2f}, {env['date_utc']} UTC")
-    print(f"batch 1, {args.tokens} new tokens, EOS ignored, top-k {_speed.TOP_K}, temperature {_speed.TEMPERATURE}, "
-          f"prompt {PROMPT!r}; median over {args.reps} reps after {args.warmup} warm-up, paths interleaved")
+    env = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    print(
+        f"decode_speed: torch {env['torch']}, transformers {env['transformers']}, python {env['python']}, "
+        f"threads {env['threads']} (interop {env['interop_threads']}), CPU {env['cpu']} × {env['cpu_count']}, "
+        f"load avg {env['loadavg_start'][0]:.2f}, {env['date_utc']} UTC"
+    )
+    print(
+        f"batch 1, {args.tokens} new tokens, EOS ignored, top-k {_speed.TOP_K}, temperature {_speed.TEMPERATURE}, "
+        f"prompt {PROMPT!r}; median over {args.reps} reps after {args.warmup} warm-up, paths interleaved"
+    )
     results = []
     for preset in presets:
         r = bench_preset(preset, args.tokens, args.reps, args.warmup)
@@ -187,20 +233,33 @@ def main(argv: list[str] | None = None) -> int:
     overhead = None
     if not args.no_overhead:
         specs = [s.strip() for s in args.overhead_models.split(",") if s.strip()]
-        overhead = _speed.measure_overhead(specs, args.overhead_prompts, args.overhead_tokens, args.threads,
-                                           args.overhead_dir)
+        overhead = _speed.measure_overhead(
+            specs, args.overhead_prompts, args.overhead_tokens, args.threads, args.overhead_dir
+        )
         print_overhead(overhead, args.overhead_prompts, args.overhead_tokens)
     env["loadavg_end"] = os.getloadavg()
     env["elapsed_s"] = time.perf_counter() - t_start
     passed = [ok for r in results for ok in r["targets"].values()]
     if overhead:
         passed += [o["overhead_share"] <= OVERHEAD_TARGET for o in overhead]
-    print(f"\ntargets: {sum(passed)}/{len(passed)} PASS; load avg at end {env['loadavg_end'][0]:.2f}; "
-          f"benchmark took {env['elapsed_s']:.0f} s")
+    print(
+        f"\ntargets: {sum(passed)}/{len(passed)} PASS; load avg at end {env['loadavg_end'][0]:.2f}; "
+        f"benchmark took {env['elapsed_s']:.0f} s"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": env, "args": {k: str(v) for k, v in vars(args).items()},
-                                         "presets": results, "overhead": overhead}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "environment": env,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "presets": results,
+                    "overhead": overhead,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"saved {args.json}")
     return 0
 

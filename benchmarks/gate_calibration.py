@@ -89,8 +89,12 @@ def real_pool(run_dir: Path, model: str | None) -> Pool:
         values = {m: v[key] for m, v in per_metric.items() if v.get(key) is not None}
         records.append((key[0], values))
     metas = {m: meta for m, meta in side.metrics.items() if meta.level == "sample" and m in per_metric}
-    return Pool(f"real run {run_dir} (model {model!r}, {len(records)} samples, "
-                f"{len({p for p, _ in records})} prompts)", metas, records, list(keys))
+    return Pool(
+        f"real run {run_dir} (model {model!r}, {len(records)} samples, {len({p for p, _ in records})} prompts)",
+        metas,
+        records,
+        list(keys),
+    )
 
 
 def seeded_pairs(first: Pool, second: Pool) -> list[tuple[dict[str, float], dict[str, float]]]:
@@ -100,8 +104,11 @@ def seeded_pairs(first: Pool, second: Pool) -> list[tuple[dict[str, float], dict
     rescaled to the first run's mean, so that before an injection the two sides do not differ on average.
     """
     second_by_key = {key: values for key, (_, values) in zip(second.keys, second.records, strict=True)}
-    pairs = [(values, second_by_key[key]) for key, (_, values) in zip(first.keys, first.records, strict=True)
-             if key in second_by_key]
+    pairs = [
+        (values, second_by_key[key])
+        for key, (_, values) in zip(first.keys, first.records, strict=True)
+        if key in second_by_key
+    ]
     factors = {}
     for metric in first.metas:
         both = [(a[metric], b[metric]) for a, b in pairs if metric in a and metric in b]
@@ -122,21 +129,38 @@ def synthetic_pool(seed: int = 12345, prompts: int = 100, per_prompt: int = 4) -
     n = np.clip(np.round(np.exp(np.log(180) + 0.3 * u + 0.4 * e())), 1, 256)
     tps = 800 * np.exp(0.25 * u + 0.1 * e())
     columns = {
-        "tps": tps, "ttft_ms": 2.6 * np.exp(0.2 * u + 0.1 * e()), "latency_ms": 1000 * n / tps,
-        "perplexity": 7.3 * np.exp(0.08 * u + 0.19 * e()), "avg_token_prob": 0.30 * np.exp(-0.05 * u + 0.15 * e()),
+        "tps": tps,
+        "ttft_ms": 2.6 * np.exp(0.2 * u + 0.1 * e()),
+        "latency_ms": 1000 * n / tps,
+        "perplexity": 7.3 * np.exp(0.08 * u + 0.19 * e()),
+        "avg_token_prob": 0.30 * np.exp(-0.05 * u + 0.15 * e()),
         "repetition_rate": np.minimum(1.0, 0.10 * np.exp(0.11 * u + 0.35 * e())),
         "coherence_length": np.minimum(n, np.round(62 * np.exp(0.17 * u + 0.5 * e()))),
-        "distinct_2": 1 - 0.12 * np.exp(0.1 * u + 0.4 * e()), "eos_rate": (rng.random(size) < 0.46).astype(float),
+        "distinct_2": 1 - 0.12 * np.exp(0.1 * u + 0.4 * e()),
+        "eos_rate": (rng.random(size) < 0.46).astype(float),
         "tokens_generated": n,
     }
-    directions = {"tps": True, "ttft_ms": False, "latency_ms": False, "perplexity": False, "avg_token_prob": True,
-                  "repetition_rate": False, "coherence_length": True, "distinct_2": True, "eos_rate": True,
-                  "tokens_generated": None}
+    directions = {
+        "tps": True,
+        "ttft_ms": False,
+        "latency_ms": False,
+        "perplexity": False,
+        "avg_token_prob": True,
+        "repetition_rate": False,
+        "coherence_length": True,
+        "distinct_2": True,
+        "eos_rate": True,
+        "tokens_generated": None,
+    }
     kinds = {"tps": "timing", "ttft_ms": "timing", "latency_ms": "timing", "tokens_generated": "count"}
     metas = {m: MetricMeta(m, higher_is_better=d, kind=kinds.get(m, "quality")) for m, d in directions.items()}
     records = [(f"p{i // per_prompt:03d}", {m: float(col[i]) for m, col in columns.items()}) for i in range(size)]
-    return Pool(f"synthetic data (documented in {Path(__file__).name}; no --run given): {prompts} prompts x "
-                f"{per_prompt} samples", metas, records)
+    return Pool(
+        f"synthetic data (documented in {Path(__file__).name}; no --run given): {prompts} prompts x "
+        f"{per_prompt} samples",
+        metas,
+        records,
+    )
 
 
 def side(label: str, metas: dict[str, MetricMeta], rounds: list[dict[tuple[str, int], dict[str, float]]]) -> Side:
@@ -147,8 +171,17 @@ def side(label: str, metas: dict[str, MetricMeta], rounds: list[dict[tuple[str, 
         for key, values in samples.items():
             for m in metas:
                 per_metric[m][key] = values.get(m)
-        built.append(Round(run_id=f"{label}-{index}", source=label, environment=ENV, batch_size=1,
-                           samples={"m": per_metric}, keys={"m": list(samples)}, statuses={"m": "ok"}))
+        built.append(
+            Round(
+                run_id=f"{label}-{index}",
+                source=label,
+                environment=ENV,
+                batch_size=1,
+                samples={"m": per_metric},
+                keys={"m": list(samples)},
+                statuses={"m": "ok"},
+            )
+        )
     suite = {"name": "calibration", "sha256": "s", "prompts_sha256": "p"}
     return Side(label, suite, {"m": {}}, metas, built)
 
@@ -188,8 +221,15 @@ def change(samples: dict, metric: str, factor: float, add: float, cap: float | N
             values[metric] = value if cap is None else min(cap, value)
 
 
-def timing_rounds(pool: Pool, rng: np.random.Generator, truth: dict, rounds: int, run_noise: float,
-                  sample_noise: float, factors: dict[str, float]) -> list[dict]:
+def timing_rounds(
+    pool: Pool,
+    rng: np.random.Generator,
+    truth: dict,
+    rounds: int,
+    run_noise: float,
+    sample_noise: float,
+    factors: dict[str, float],
+) -> list[dict]:
     """Rounds of one side: every timing value of a round shares one shift (slower = lower tps, higher ms)."""
     timing = [m for m, meta in pool.metas.items() if meta.kind == "timing"]
     result = []
@@ -211,18 +251,32 @@ def timing_rounds(pool: Pool, rng: np.random.Generator, truth: dict, rounds: int
 def rate_line(name: str, hits: int, trials: int, target: str, ok: bool | None, extra: str = "") -> dict[str, Any]:
     low, high = binomial_ci(hits, trials)
     verdict = "" if ok is None else ("ok" if ok else "MISSED")
-    print(f"  {name:<58} {hits:>4}/{trials:<4} = {hits / trials:6.1%}  95% CI [{low:5.1%}, {high:5.1%}]  "
-          f"{target:<16} {verdict} {extra}".rstrip())
-    return {"scenario": name, "hits": hits, "trials": trials, "rate": hits / trials, "ci_low": low, "ci_high": high,
-            "target": target, "ok": ok, "note": extra}
+    print(
+        f"  {name:<58} {hits:>4}/{trials:<4} = {hits / trials:6.1%}  95% CI [{low:5.1%}, {high:5.1%}]  "
+        f"{target:<16} {verdict} {extra}".rstrip()
+    )
+    return {
+        "scenario": name,
+        "hits": hits,
+        "trials": trials,
+        "rate": hits / trials,
+        "ci_low": low,
+        "ci_high": high,
+        "target": target,
+        "ok": ok,
+        "note": extra,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a real run directory to resample per-sample values from")
     parser.add_argument("--model", help="model in --run (default: the first)")
-    parser.add_argument("--paired-run", type=Path,
-                        help="a second run of the same prompts and seeds with a small change: adds seeded-pair scenarios")
+    parser.add_argument(
+        "--paired-run",
+        type=Path,
+        help="a second run of the same prompts and seeds with a small change: adds seeded-pair scenarios",
+    )
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--samples", type=int, default=100, help="samples per model per run (tinystories: 100)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -238,20 +292,35 @@ def main(argv: list[str] | None = None) -> int:
     quality = [m for m, meta in pool.metas.items() if meta.kind != "timing" and meta.higher_is_better is not None]
     timing = [m for m, meta in pool.metas.items() if meta.kind == "timing"]
     rules = Rules(RulesFile(defaults=Settings(alpha=args.alpha), bootstrap_resamples=args.resamples))
-    per_sample_timing = Rules(RulesFile(defaults=Settings(alpha=args.alpha), bootstrap_resamples=args.resamples,
-                                        metrics={m: MetricRule(replicate="samples") for m in timing}))
+    per_sample_timing = Rules(
+        RulesFile(
+            defaults=Settings(alpha=args.alpha),
+            bootstrap_resamples=args.resamples,
+            metrics={m: MetricRule(replicate="samples") for m in timing},
+        )
+    )
     tol_q = rules.resolve("repetition_rate", "m", "quality", False).rel_tolerance
     tol_t = rules.resolve("tps", "m", "timing", True).rel_tolerance
     rng = np.random.default_rng(args.seed)
     n, trials = args.samples, args.trials
     print(f"DATA: {pool.source}")
-    print(f"gate: alpha {args.alpha}, Holm; default tolerances quality {tol_q:.0%}, timing {tol_t:.0%}; "
-          f"{n} samples per model; {trials} trials per scenario; timing noise: run {args.run_noise:.0%}, "
-          f"sample {args.sample_noise:.0%}; quality metrics gated together: {', '.join(quality)}")
+    print(
+        f"gate: alpha {args.alpha}, Holm; default tolerances quality {tol_q:.0%}, timing {tol_t:.0%}; "
+        f"{n} samples per model; {trials} trials per scenario; timing noise: run {args.run_noise:.0%}, "
+        f"sample {args.sample_noise:.0%}; quality metrics gated together: {', '.join(quality)}"
+    )
     results, started = [], time.perf_counter()
 
-    def quality_trials(name: str, metric: str | None, factor: float, target: str, want: str, add_share: float = 0.0,
-                       gate_metrics: list[str] | None = None, pairs: list | None = None) -> None:
+    def quality_trials(
+        name: str,
+        metric: str | None,
+        factor: float,
+        target: str,
+        want: str,
+        add_share: float = 0.0,
+        gate_metrics: list[str] | None = None,
+        pairs: list | None = None,
+    ) -> None:
         """``factor`` multiplies each candidate sample; ``add_share`` adds that share of the pool mean to each.
 
         With ``pairs`` (from --paired-run) the two sides are seeded pairs instead of fresh draws.
@@ -265,15 +334,29 @@ def main(argv: list[str] | None = None) -> int:
                 before = np.mean([v[metric] for v in cand.values() if metric in v])
                 change(cand, metric, factor, add, cap)
                 realised.append(np.mean([v[metric] for v in cand.values() if metric in v]) / before - 1)
-            result = run_gate(side("b", pool.metas, [base]), side("c", pool.metas, [cand]), rules,
-                              metrics=gate_metrics or quality)
+            result = run_gate(
+                side("b", pool.metas, [base]), side("c", pool.metas, [cand]), rules, metrics=gate_metrics or quality
+            )
             hits += any(c.failing and (metric is None or c.metric == metric) for c in result.comparisons)
         extra = f"(realised mean change {np.mean(realised):+.1%})" if metric and (cap or add) else ""
-        ok = hits / trials >= 0.9 if want == "power" else binomial_ci(hits, trials)[0] <= args.alpha if want == "fa" else None
+        ok = (
+            hits / trials >= 0.9
+            if want == "power"
+            else binomial_ci(hits, trials)[0] <= args.alpha
+            if want == "fa"
+            else None
+        )
         results.append(rate_line(name, hits, trials, target, ok, extra))
 
-    def timing_trials(name: str, speed: float, rounds: int, target: str, want: str,
-                      single_rules: Rules | None = None, gate_metrics: list[str] | None = None) -> None:
+    def timing_trials(
+        name: str,
+        speed: float,
+        rounds: int,
+        target: str,
+        want: str,
+        single_rules: Rules | None = None,
+        gate_metrics: list[str] | None = None,
+    ) -> None:
         """``speed`` 0.9 = a 10% TPS drop: throughputs × 0.9 and times ÷ 0.9 (a slowdown moves them all)."""
         factors = {m: speed if pool.metas[m].higher_is_better else 1 / speed for m in timing}
         hits = 0
@@ -282,61 +365,148 @@ def main(argv: list[str] | None = None) -> int:
             truth = {k: pool.records[rng.integers(len(pool.records))][1] for k in keys}
             base = timing_rounds(pool, rng, truth, rounds, args.run_noise, args.sample_noise, {})
             cand = timing_rounds(pool, rng, truth, rounds, args.run_noise, args.sample_noise, factors)
-            result = run_gate(side("b", pool.metas, base), side("c", pool.metas, cand), single_rules or rules,
-                              metrics=gate_metrics or timing)
+            result = run_gate(
+                side("b", pool.metas, base),
+                side("c", pool.metas, cand),
+                single_rules or rules,
+                metrics=gate_metrics or timing,
+            )
             hits += any(c.failing for c in result.comparisons)
-        ok = hits / trials >= 0.9 if want == "power" else binomial_ci(hits, trials)[0] <= args.alpha if want == "fa" else None
+        ok = (
+            hits / trials >= 0.9
+            if want == "power"
+            else binomial_ci(hits, trials)[0] <= args.alpha
+            if want == "fa"
+            else None
+        )
         results.append(rate_line(name, hits, trials, target, ok))
 
     print("\nFalse alarms (no change; rate must be <= alpha within its binomial CI):")
     quality_trials(f"quality gate, all {len(quality)} metrics, 1 run per side", None, 1.0, f"<= {args.alpha:.0%}", "fa")
     if "tps" in timing:
-        timing_trials(f"timing gate, all {len(timing)} metrics, {args.rounds} vs {args.rounds} rounds", 1.0,
-                      args.rounds, f"<= {args.alpha:.0%}", "fa")
-        timing_trials("timing, 1 run per side, per-sample test (NOT the default)", 1.0, 1,
-                      "shows why rounds", "", single_rules=per_sample_timing)
+        timing_trials(
+            f"timing gate, all {len(timing)} metrics, {args.rounds} vs {args.rounds} rounds",
+            1.0,
+            args.rounds,
+            f"<= {args.alpha:.0%}",
+            "fa",
+        )
+        timing_trials(
+            "timing, 1 run per side, per-sample test (NOT the default)",
+            1.0,
+            1,
+            "shows why rounds",
+            "",
+            single_rules=per_sample_timing,
+        )
     print(f"\nPower (injected regression caught; must be >= 90%) at {n} samples per model:")
     if "tps" in timing:
-        timing_trials(f"tps -10%, {args.rounds} vs {args.rounds} rounds (all timing metrics, Holm)", 0.90,
-                      args.rounds, ">= 90%", "power")
-        timing_trials(f"tps -10%, {args.rounds} vs {args.rounds} rounds (gate: tps only)", 0.90, args.rounds,
-                      "(info)", "", gate_metrics=["tps"])
+        timing_trials(
+            f"tps -10%, {args.rounds} vs {args.rounds} rounds (all timing metrics, Holm)",
+            0.90,
+            args.rounds,
+            ">= 90%",
+            "power",
+        )
+        timing_trials(
+            f"tps -10%, {args.rounds} vs {args.rounds} rounds (gate: tps only)",
+            0.90,
+            args.rounds,
+            "(info)",
+            "",
+            gate_metrics=["tps"],
+        )
     if "repetition_rate" in quality:
-        quality_trials("repetition_rate +20%: each sample x1.2 (all quality metrics, Holm)", "repetition_rate", 1.20,
-                       ">= 90%", "power")
-        quality_trials("repetition_rate +20%: each sample +20% of the mean (all, Holm)", "repetition_rate", 1.0,
-                       ">= 90%", "power", add_share=0.20)
-        quality_trials("repetition_rate +20%: each sample x1.2 (repetition_rate gated alone)", "repetition_rate",
-                       1.20, "(info)", "", gate_metrics=["repetition_rate"])
+        quality_trials(
+            "repetition_rate +20%: each sample x1.2 (all quality metrics, Holm)",
+            "repetition_rate",
+            1.20,
+            ">= 90%",
+            "power",
+        )
+        quality_trials(
+            "repetition_rate +20%: each sample +20% of the mean (all, Holm)",
+            "repetition_rate",
+            1.0,
+            ">= 90%",
+            "power",
+            add_share=0.20,
+        )
+        quality_trials(
+            "repetition_rate +20%: each sample x1.2 (repetition_rate gated alone)",
+            "repetition_rate",
+            1.20,
+            "(info)",
+            "",
+            gate_metrics=["repetition_rate"],
+        )
     print("\nResponse around the tolerance (about 50% at it, about 0% well below):")
     if "tps" in timing:
-        timing_trials(f"tps -{tol_t:.0%} (= tolerance), {args.rounds} vs {args.rounds} rounds", 1 - tol_t,
-                      args.rounds, "~50%", "")
-        timing_trials(f"tps -{tol_t / 3:.1%} (well below), {args.rounds} vs {args.rounds} rounds", 1 - tol_t / 3,
-                      args.rounds, "~0%", "")
-    for metric, factors in (("repetition_rate", (1 + tol_q, 1 + tol_q / 4)), ("perplexity", (1.03, 1 + tol_q, 1 + tol_q / 4))):
+        timing_trials(
+            f"tps -{tol_t:.0%} (= tolerance), {args.rounds} vs {args.rounds} rounds", 1 - tol_t, args.rounds, "~50%", ""
+        )
+        timing_trials(
+            f"tps -{tol_t / 3:.1%} (well below), {args.rounds} vs {args.rounds} rounds",
+            1 - tol_t / 3,
+            args.rounds,
+            "~0%",
+            "",
+        )
+    for metric, factors in (
+        ("repetition_rate", (1 + tol_q, 1 + tol_q / 4)),
+        ("perplexity", (1.03, 1 + tol_q, 1 + tol_q / 4)),
+    ):
         if metric in quality:
             for factor in factors:
                 quality_trials(f"{metric} {factor - 1:+.1%}, 1 run per side", metric, factor, "(info)", "")
     if args.paired_run:
         pairs = seeded_pairs(pool, real_pool(args.paired_run, args.model))
-        reps = np.array([(a["repetition_rate"], b["repetition_rate"]) for a, b in pairs
-                         if "repetition_rate" in a and "repetition_rate" in b])
+        reps = np.array(
+            [
+                (a["repetition_rate"], b["repetition_rate"])
+                for a, b in pairs
+                if "repetition_rate" in a and "repetition_rate" in b
+            ]
+        )
         corr = float(np.corrcoef(reps.T)[0, 1]) if len(reps) > 2 else float("nan")
-        print(f"\nSeeded pairs: baseline from --run, candidate = same prompt and sample index (same seed) from "
-              f"{args.paired_run} rescaled to equal means ({len(pairs)} pairs; repetition_rate correlation {corr:.2f}):")
+        print(
+            f"\nSeeded pairs: baseline from --run, candidate = same prompt and sample index (same seed) from "
+            f"{args.paired_run} rescaled to equal means ({len(pairs)} pairs; repetition_rate correlation {corr:.2f}):"
+        )
         # Only repetition_rate: the second run's other metrics differ in shape, not just in mean, so a
         # mean-rescaled seeded pair is a fair "no change" for the metric under test only.
-        quality_trials("repetition_rate, no change (fails of this metric, all gated)", "repetition_rate", 1.0,
-                       f"<= {args.alpha:.0%}", "fa", pairs=pairs)
-        quality_trials("repetition_rate +20%: each sample x1.2 (all, Holm)", "repetition_rate", 1.20, ">= 90%",
-                       "power", pairs=pairs)
-        quality_trials("repetition_rate +20%: each sample +20% of the mean (all, Holm)", "repetition_rate", 1.0,
-                       ">= 90%", "power", add_share=0.20, pairs=pairs)
+        quality_trials(
+            "repetition_rate, no change (fails of this metric, all gated)",
+            "repetition_rate",
+            1.0,
+            f"<= {args.alpha:.0%}",
+            "fa",
+            pairs=pairs,
+        )
+        quality_trials(
+            "repetition_rate +20%: each sample x1.2 (all, Holm)",
+            "repetition_rate",
+            1.20,
+            ">= 90%",
+            "power",
+            pairs=pairs,
+        )
+        quality_trials(
+            "repetition_rate +20%: each sample +20% of the mean (all, Holm)",
+            "repetition_rate",
+            1.0,
+            ">= 90%",
+            "power",
+            add_share=0.20,
+            pairs=pairs,
+        )
     print(f"\n({time.perf_counter() - started:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"data": pool.source, "args": {k: str(v) for k, v in vars(args).items()},
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"data": pool.source, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2
+            )
+        )
     return 0 if all(r["ok"] is not False for r in results) else 1
 
 

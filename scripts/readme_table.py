@@ -1,6 +1,6 @@
 """Print a Markdown table of a run's means beside the seed's Table 2 (for the README).
 
-    python scripts/readme_table.py runs/tinystories-...
+python scripts/readme_table.py runs/tinystories-...
 """
 
 from __future__ import annotations

@@ -168,7 +168,10 @@ def test_missing_plugins_dir_is_a_user_error(tmp_path):
 
 
 def test_plugin_whose_hook_raises_is_skipped_and_leaves_nothing_behind(tmp_path):
-    _plugin(tmp_path, "half", """
+    _plugin(
+        tmp_path,
+        "half",
+        """
         from harness import hookimpl
         from harness.types import Metric
 
@@ -177,7 +180,8 @@ def test_plugin_whose_hook_raises_is_skipped_and_leaves_nothing_behind(tmp_path)
             register(Metric(name="half_done", unit="", higher_is_better=None, description="x",
                             compute=lambda ctx: 0.0))
             raise RuntimeError("boom while registering")
-    """)
+    """,
+    )
     directory = _plugin(tmp_path, "odd", METRIC_PLUGIN)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
