@@ -60,10 +60,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_weights(model: LLM, path: str | Path, key_map: dict[str, str] | None = None) -> None:
+def load_weights(model: LLM, path: str | Path) -> None:
     """Load weights into ``model`` (fp32 compute), restoring a tied head and naming mismatched keys.
 
-    ``key_map`` renames checkpoint keys (prefix -> prefix) for state dicts saved by other code.
+    State dicts saved by other code with other parameter names go through the seed-layout loader
+    (``harness.backends.seed_layout``), which has the key-mapping option.
     """
     try:
         state = load_state_dict(path)
@@ -71,15 +72,6 @@ def load_weights(model: LLM, path: str | Path, key_map: dict[str, str] | None = 
         raise CheckpointError(
             f"{path}: cannot read weights ({exc.__class__.__name__}: {exc}); re-export or re-download it"
         ) from exc
-    if key_map:
-        renamed = {}
-        for key, value in state.items():
-            for old, new in key_map.items():
-                if key.startswith(old):
-                    key = new + key[len(old) :]
-                    break
-            renamed[key] = value
-        state = renamed
     if model.config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
         state["head.weight"] = state["tok_emb.weight"]
     expected = model.state_dict()
@@ -88,7 +80,7 @@ def load_weights(model: LLM, path: str | Path, key_map: dict[str, str] | None = 
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-            "check config.json or pass a key map"
+            "check config.json (for foreign state dicts, see the key map in docs/backends.md)"
         )
     for key, value in state.items():
         if value.shape != expected[key].shape:

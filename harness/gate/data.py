@@ -187,7 +187,9 @@ def expand_run_paths(paths: list[Path]) -> list[Path]:
                 raise UserError(f"{path}: not a run directory (no {MANIFEST}) and holds no run directories")
             expanded.extend(children)
         else:
-            raise UserError(f"{path}: no such run directory")
+            raise UserError(
+                f"{path}: not found; pass a run directory or a baseline file from 'harness baseline export'"
+            )
     return expanded
 
 
