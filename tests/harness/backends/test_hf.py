@@ -21,28 +21,11 @@ import torch
 from harness.backends.hf import HFBackend, HFModel
 from harness.errors import UserError
 from harness.types import LoadOptions, Model, SamplingParams
+from tests.harness.backends.hub_cache import put_in_hub_cache
 
 ORG = "tiny-org"
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 CPU = LoadOptions(device="cpu")
-
-
-def put_in_hub_cache(hub: Path, repo_id: str, src: Path, commit: str, refs: tuple[str, ...] = ("main",)) -> Path:
-    """Copy ``src`` into the Hub cache layout: blobs named by content hash, snapshot symlinks, refs."""
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    for file in sorted(p for p in src.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(src)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path("../" * (len(link.relative_to(repo).parts) - 1)) / "blobs" / blob.name)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    for ref in refs:
-        (repo / "refs" / ref).write_text(commit)
-    return snapshot
 
 
 def hf_tokenizer(tokenizer, **special):

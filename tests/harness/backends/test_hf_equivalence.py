@@ -14,19 +14,18 @@ And a suite run through the CLI over Hub-cache models of both backends, with an 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from harness.errors import UserError
 from harness.types import LoadOptions, SamplingParams
+from tests.harness.backends.hub_cache import put_in_hub_cache
 from tinylm_ref.checkpoint import load_checkpoint, save_checkpoint
 from tinylm_ref.config import ModelConfig
 from tinylm_ref.model import LLM
@@ -40,23 +39,6 @@ PROMPTS = [
     '"Look at that!" said Tom.',
     "He ran to the door and",
 ]
-
-
-def put_in_hub_cache(hub: Path, repo_id: str, src: Path, commit: str) -> Path:
-    """Copy ``src`` into the Hub cache layout (blobs by content hash, snapshot symlinks, refs/main)."""
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    for file in sorted(p for p in src.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(src)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path("../" * (len(link.relative_to(repo).parts) - 1)) / "blobs" / blob.name)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def to_nope_smollm3(model: LLM, eps: float):

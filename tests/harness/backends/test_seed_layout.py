@@ -20,6 +20,7 @@ import torch
 from harness.backends.seed_layout import SEED_REPO, SeedLayout, load_seed_layout, size_spellings, suggest_key_map
 from harness.errors import UserError
 from harness.types import LoadOptions
+from tests.harness.backends.hub_cache import put_in_hub_cache
 from tinylm_ref.config import ModelConfig
 from tinylm_ref.model import LLM
 
@@ -46,23 +47,6 @@ ffn_dim = 48
 block_size = 48
 """
 KEY_MAP = {"layers.": "blocks."}
-
-
-def put_in_hub_cache(hub: Path, repo_id: str, src: Path, commit: str) -> Path:
-    """Copy ``src`` into the Hub cache layout (blobs by content hash, snapshot symlinks, refs/main)."""
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    for file in sorted(p for p in src.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(src)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path("../" * (len(link.relative_to(repo).parts) - 1)) / "blobs" / blob.name)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 def renamed_checkpoint(model: LLM) -> dict:
