@@ -44,6 +44,18 @@ def harness(*args, cwd=None, env=None, check=None):
     return result
 
 
+def start_harness(*args):
+    """``harness`` in the background (for interrupting it or racing it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
 def ids_by_key(run_dir):
     return {(r["model"], r["prompt_id"], r["sample_index"]): r["output_ids"] for r in load_run(run_dir).samples}
 
@@ -187,25 +199,8 @@ def test_interrupted_run_resumes_to_the_same_samples(tmp_path, sig):
     suite = write_suite(tmp_path, n_prompts=6, samples=2, max_new=160)
     models = "tinylm:random/10m,tinylm:random/2.5m"
     harness("run", suite, "--models", models, "--out", tmp_path / "ref", "--no-report", check=0)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            str(suite),
-            "--models",
-            models,
-            "--out",
-            str(tmp_path / "int"),
-            "--no-report",
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    proc = start_harness(
+        "run", str(suite), "--models", models, "--out", str(tmp_path / "int"), "--no-report", "--no-progress"
     )
     _wait_for_samples(tmp_path / "int" / "samples.jsonl", 3, proc)
     proc.send_signal(sig)
@@ -243,25 +238,8 @@ def test_a_run_directory_in_use_is_refused(tmp_path):
 
 def test_resume_of_a_directory_being_written_is_refused(tmp_path):
     suite = write_suite(tmp_path, n_prompts=10, samples=3, max_new=200)  # long enough to overlap the second call
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            str(suite),
-            "--models",
-            "tinylm:random/10m",
-            "--out",
-            str(tmp_path / "r"),
-            "--no-report",
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    first = start_harness(
+        "run", str(suite), "--models", "tinylm:random/10m", "--out", str(tmp_path / "r"), "--no-report", "--no-progress"
     )
     _wait_for_samples(tmp_path / "r" / "samples.jsonl", 1, first)
     second = harness("run", suite, "--resume", tmp_path / "r", "--no-report")
