@@ -20,19 +20,11 @@ import plotly.io as pio
 
 from harness.report.markup import json_block, slug
 from harness.rundir import Run
+from harness.tables import SEED_ORDER as _TABLE2_ORDER
 
-# The seed's Table 2 rows, in its order; other metrics follow in the order the run registered them.
-SEED_ORDER = [
-    "ttft_ms",
-    "tps",
-    "latency_ms",
-    "tokens_generated",
-    "perplexity",
-    "avg_token_prob",
-    "repetition_rate",
-    "coherence_length",
-    "vocab_diversity",
-]
+# The seed's Table 2 rows come first (SEED_ORDER, shared with the terminal table); other metrics follow
+# in the order the run registered them.
+SEED_ORDER = list(_TABLE2_ORDER)
 
 # Labels as the seed's Table 2 prints them; any other metric is labelled by its name and unit.
 SEED_LABELS = {
