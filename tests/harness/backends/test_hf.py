@@ -22,6 +22,7 @@ from harness.backends.hf import HFBackend, HFModel
 from harness.errors import UserError
 from harness.types import LoadOptions, Model, SamplingParams
 from tests.harness.backends.hub_cache import put_in_hub_cache
+from tests.harness.test_runner import harness
 
 ORG = "tiny-org"
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -345,9 +346,6 @@ def test_score_serves_judge_bpb_windowing():
 
 def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path, tiny_checkpoint):
     """The CLI end to end, offline: Llama, GPT-2 and GPT-Neo from the Hub cache beside a tinylm checkpoint."""
-    import os
-    import subprocess
-    import sys
 
     from harness.rundir import load_run
 
@@ -358,25 +356,16 @@ def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path,
         "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 16, seed: 3}\nprompts:\n"
         '  - {id: a, category: c, text: "Once upon a time"}\n  - {id: b, category: c, text: "Tom saw a"}\n'
     )
-    env = {**os.environ, "HF_HOME": str(hub), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            str(suite),
-            "--models",
-            ",".join(models),
-            "--out",
-            str(tmp_path / "run"),
-            "--no-report",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    result = harness(
+        "run",
+        suite,
+        "--models",
+        ",".join(models),
+        "--out",
+        tmp_path / "run",
+        "--no-report",
+        "--no-progress",
+        env={"HF_HOME": str(hub)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     run = load_run(tmp_path / "run")

@@ -26,6 +26,7 @@ import torch
 from harness.errors import UserError
 from harness.types import LoadOptions, SamplingParams
 from tests.harness.backends.hub_cache import put_in_hub_cache
+from tests.harness.test_runner import harness
 from tinylm_ref.checkpoint import load_checkpoint, save_checkpoint
 from tinylm_ref.config import ModelConfig
 from tinylm_ref.model import LLM
@@ -215,25 +216,16 @@ def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
         "sampling: {temperature: 0.8, top_k: 50, max_new_tokens: 24, seed: 7}\nprompts:\n"
         + "".join(f"  - {{id: p{i}, category: c, text: {json.dumps(t)}}}\n" for i, t in enumerate(PROMPTS[:2]))
     )
-    env = {**os.environ, "HF_HOME": pairs["home"][0], "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            str(suite),
-            "--models",
-            ",".join(models),
-            "--out",
-            str(tmp_path / "run"),
-            "--no-report",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    result = harness(
+        "run",
+        suite,
+        "--models",
+        ",".join(models),
+        "--out",
+        tmp_path / "run",
+        "--no-report",
+        "--no-progress",
+        env={"HF_HOME": pairs["home"][0]},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     run = load_run(tmp_path / "run")
