@@ -168,33 +168,44 @@ def floor_weights(llm: torch.nn.Module) -> list[list[torch.Tensor]]:
 
 
 @torch.inference_mode()
-def run_floor(weights: list[list[torch.Tensor]], prompt_len: int, n: int, variant: str) -> Timing:
+def run_floor(
+    weights: list[list[torch.Tensor]], prompt_len: int, n: int, variant: str, dtype: torch.dtype = torch.float32
+) -> Timing:
     """Prefill = the same weights on a (prompt_len, in) matrix; each token = every matvec once, then the head.
 
-    ``variant`` "linear": ``F.linear`` on a 1×in row (what the decoder calls); "mv": ``torch.mv`` into a
-    preallocated output (no allocation). No data dependence, sampling or bookkeeping: arithmetic + dispatch.
+    ``variant`` "linear": ``F.linear`` on a 1×in row (the module layout); "mv": ``torch.mv`` into a
+    preallocated output (no allocation); "mmT": ``torch.mm`` of the row with a pre-transposed contiguous
+    (in, out) copy, the layout ``FastDecoder`` keeps. No data dependence, sampling or bookkeeping:
+    arithmetic + dispatch. ``dtype`` bfloat16 times the same products with bf16 weights and inputs.
     """
-    flat = [w for group in weights for w in group]
-    rows = {w.shape[1] for w in flat}
-    vec = {k: torch.randn(1, k) for k in rows}
-    mat = {k: torch.randn(prompt_len, k) for k in rows}
-    outs = {id(w): torch.empty(w.shape[0]) for w in flat}
+    flat = [w.detach().to(dtype) for group in weights for w in group]
+    if variant == "mmT":
+        flat = [w.t().contiguous() for w in flat]
+    width = 0 if variant == "mmT" else 1  # the dimension a row multiplies against
+    rows = {w.shape[width] for w in flat}
+    vec = {k: torch.randn(1, k, dtype=dtype) for k in rows}
+    mat = {k: torch.randn(prompt_len, k, dtype=dtype) for k in rows}
+    outs = {id(w): torch.empty(w.shape[0], dtype=dtype) for w in flat}
     times = []
+
+    def product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x, w) if variant == "mmT" else F.linear(x, w)
+
     start = time.perf_counter_ns()
     for w in flat[:-1]:
-        F.linear(mat[w.shape[1]], w)
-    F.linear(mat[flat[-1].shape[1]][-1:], flat[-1])
+        product(mat[w.shape[width]], w)
+    product(mat[flat[-1].shape[width]][-1:], flat[-1])
     times.append(time.perf_counter_ns())
-    if variant == "linear":
-        for _ in range(n - 1):
-            for w in flat:
-                F.linear(vec[w.shape[1]], w)
-            times.append(time.perf_counter_ns())
-    else:
+    if variant == "mv":
         vec1 = {k: v[0] for k, v in vec.items()}
         for _ in range(n - 1):
             for w in flat:
                 torch.mv(w, vec1[w.shape[1]], out=outs[id(w)])
+            times.append(time.perf_counter_ns())
+    else:
+        for _ in range(n - 1):
+            for w in flat:
+                product(vec[w.shape[width]], w)
             times.append(time.perf_counter_ns())
     return Timing(start, times, time.perf_counter_ns())
 

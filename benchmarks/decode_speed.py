@@ -37,6 +37,7 @@ Reproduce (about 1 minute on an idle 2-core machine; background load inflates an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,17 +51,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _speed  # noqa: E402
 
-from harness.backends.tinylm import load_random  # noqa: E402
+from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
 from tinylm_ref.config import PRESETS  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
-METHODS = ("reference", "naive", "hf", "floor")
+METHODS = ("reference", "reference_bf16", "naive", "hf", "floor", "floor_bf16")
 LABELS = {
     "reference": "(1) reference (harness path)",
+    "reference_bf16": "(1b) same, --dtype bfloat16",
     "naive": "(2) naive, no KV cache",
     "hf": "(3) HF LlamaForCausalLM",
     "floor": "(4) floor: matvecs only",
+    "floor_bf16": "(4b) floor, bf16 matvecs",
 }
+FLOOR_VARIANTS = ("linear", "mv", "mmT")
 HF_RATIO_TARGET, FLOOR_SHARE_TARGET, OVERHEAD_TARGET = 3.0, 0.5, 0.05
 FLOOR_PRESETS = {"10m", "5m"}
 
@@ -75,6 +79,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _floor(weights, prompt_len: int, tokens: int, variant: str, dtype: torch.dtype, seed: int) -> _speed.Timing:
+    return _speed.run_floor(weights, prompt_len, tokens, variant, dtype)
+
+
 def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
     model = load_random(preset, f"tinylm:random/{preset}", torch.device("cpu"))
     model.eos_id = None  # 128 tokens, EOS ignored
@@ -86,13 +94,19 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         )
     hf_model = _speed.build_hf_llama(config)
     weights = _speed.floor_weights(llm)
+    model_bf16 = TinyLMModel(llm, model.tokenizer, model.info)
+    model_bf16.eos_id, model_bf16.weight_dtype = None, torch.bfloat16
     runs = {
         "reference": lambda seed: _speed.run_reference(model, prompt_ids, tokens, seed),
+        "reference_bf16": lambda seed: _speed.run_reference(model_bf16, prompt_ids, tokens, seed),
         "naive": lambda seed: _speed.run_naive(llm, prompt_ids, tokens, seed),
         "hf": lambda seed: _speed.run_hf(hf_model, prompt_ids, tokens, seed),
-        "floor_linear": lambda seed: _speed.run_floor(weights, len(prompt_ids), tokens, "linear"),
-        "floor_mv": lambda seed: _speed.run_floor(weights, len(prompt_ids), tokens, "mv"),
     }
+    for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
+        for variant in FLOOR_VARIANTS:
+            runs[f"floor{suffix}_{variant}"] = functools.partial(
+                _floor, weights, len(prompt_ids), tokens, variant, dtype
+            )
     timings: dict[str, list] = {name: [] for name in runs}
     for rep in range(warmup + reps):
         for name, run in runs.items():
@@ -100,16 +114,23 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
             if rep >= warmup:
                 timings[name].append(timing)
     results = {name: _speed.summarize(t) for name, t in timings.items()}
-    best = max(("floor_linear", "floor_mv"), key=lambda k: results[k]["decode_tps"])
-    results["floor"] = {**results[best], "variant": best.removeprefix("floor_")}
-    ref = results["reference"]["decode_tps"]
+    for floor in ("floor", "floor_bf16"):  # the fastest variant is the floor
+        best = max((f"{floor}_{v}" for v in FLOOR_VARIANTS), key=lambda k: results[k]["decode_tps"])
+        results[floor] = {**results[best], "variant": best.removeprefix(f"{floor}_")}
+    ref, ref_bf16 = results["reference"]["decode_tps"], results["reference_bf16"]["decode_tps"]
+    hf = results["hf"]["decode_tps"]
     ratios = {
-        "ref_over_hf": ref / results["hf"]["decode_tps"],
+        "ref_over_hf": ref / hf,
+        "ref_bf16_over_hf": ref_bf16 / hf,
         "ref_over_floor": ref / results["floor"]["decode_tps"],
+        "ref_bf16_over_floor_bf16": ref_bf16 / results["floor_bf16"]["decode_tps"],
         "ref_over_naive": ref / results["naive"]["decode_tps"],
-        "floor_over_hf": results["floor"]["decode_tps"] / results["hf"]["decode_tps"],
+        "floor_over_hf": results["floor"]["decode_tps"] / hf,
     }
-    targets = {"ref >= 3x hf": ratios["ref_over_hf"] >= HF_RATIO_TARGET}
+    targets = {
+        "ref >= 3x hf": ratios["ref_over_hf"] >= HF_RATIO_TARGET,
+        "ref bf16 >= 3x hf": ratios["ref_bf16_over_hf"] >= HF_RATIO_TARGET,
+    }
     if preset in FLOOR_PRESETS:
         targets["ref >= 50% floor"] = ratios["ref_over_floor"] >= FLOOR_SHARE_TARGET
     shape = {k: getattr(config, k) for k in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim")}
@@ -142,6 +163,11 @@ def print_preset(r: dict, reps: int) -> None:
     print(
         f"  (1)/(3) decode {q['ref_over_hf']:6.3f}x   target >= {HF_RATIO_TARGET:.0f}x    "
         f"{'PASS' if r['targets']['ref >= 3x hf'] else 'MISS'}"
+    )
+    print(
+        f"  (1b)/(3)       {q['ref_bf16_over_hf']:6.3f}x   target >= {HF_RATIO_TARGET:.0f}x    "
+        f"{'PASS' if r['targets']['ref bf16 >= 3x hf'] else 'MISS'}   (opt-in --dtype bfloat16; "
+        f"{100 * q['ref_bf16_over_floor_bf16']:.0f}% of (4b))"
     )
     verdict = (
         ("PASS" if r["targets"]["ref >= 50% floor"] else "MISS")
@@ -239,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         print_overhead(overhead, args.overhead_prompts, args.overhead_tokens)
     env["loadavg_end"] = os.getloadavg()
     env["elapsed_s"] = time.perf_counter() - t_start
-    passed = [ok for r in results for ok in r["targets"].values()]
+    passed = [ok for r in results for name, ok in r["targets"].items() if "bf16" not in name]
+    opt_in = [r["targets"]["ref bf16 >= 3x hf"] for r in results]
     if overhead:
         passed += [o["overhead_share"] <= OVERHEAD_TARGET for o in overhead]
     print(
-        f"\ntargets: {sum(passed)}/{len(passed)} PASS; load avg at end {env['loadavg_end'][0]:.2f}; "
+        f"\ntargets (default float32 path): {sum(passed)}/{len(passed)} PASS; with --dtype bfloat16, "
+        f">= 3x HF for {sum(opt_in)}/{len(opt_in)} presets; load avg at end {env['loadavg_end'][0]:.2f}; "
         f"benchmark took {env['elapsed_s']:.0f} s"
     )
     if args.json:

@@ -176,7 +176,8 @@ class HFModel:
             "full": torch.tensor([prompt_ids], dtype=torch.long, device=self.device),
         }
 
-        def next_logits(token: torch.Tensor | None) -> torch.Tensor:
+        def next_logits(token_id: int | None) -> torch.Tensor:
+            token = None if token_id is None else torch.tensor([[token_id]], device=self.device)
             if self._cache_kw is None:  # no KV cache: re-run the whole sequence
                 if token is not None:
                     state["full"] = torch.cat([state["full"], token], dim=1)

@@ -24,6 +24,7 @@ from tinylm_ref import sampling
 from tinylm_ref.batch import generate_batch
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from tinylm_ref.config import PRESETS
+from tinylm_ref.decoder import WEIGHT_DTYPES
 from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
 
@@ -39,6 +40,7 @@ class TinyLMModel:
 
     def __init__(self, model: LLM, tokenizer: Tokenizer, info: ModelInfo) -> None:
         self.model, self.tokenizer, self.info = model, tokenizer, info
+        self.weight_dtype = torch.float32  # of the decode step's matrices (--dtype); see tinylm_ref.decoder
         try:
             self.eos_id: int | None = special_id(tokenizer, EOS)
         except ValueError as exc:
@@ -64,6 +66,7 @@ class TinyLMModel:
                 sampling_params.top_k,
                 generator,
                 self.eos_id,
+                self.weight_dtype,
             )
         except ValueError as exc:  # prompt too long for the context
             raise UserError(f"model {self.info.name}: {exc}") from exc
@@ -73,6 +76,11 @@ class TinyLMModel:
         self, prompts: list[list[int]], sampling_params: SamplingParams, generators: list[torch.Generator]
     ) -> list[Generation]:
         """Throughput mode: same seeds and (up to rounding) the same tokens as ``generate``."""
+        if self.weight_dtype != torch.float32:
+            raise UserError(
+                f"model {self.info.name}: --dtype {self.info.dtype} applies to batch-1 decoding only; "
+                "drop --batch-size or use --dtype float32"
+            )
         outs = generate_batch(
             self.model,
             prompts,
@@ -200,7 +208,17 @@ class TinyLMBackend:
         return spec.lower() in PRESETS or is_checkpoint_dir(Path(spec))
 
     def load(self, spec: str, options: LoadOptions) -> TinyLMModel:
+        dtype_name = "float32" if options.dtype == "auto" else options.dtype.lower()
+        if dtype_name not in WEIGHT_DTYPES:
+            raise UserError(
+                f"model {spec}: --dtype {options.dtype!r} is not supported by the tinylm backend; "
+                f"use {' or '.join(WEIGHT_DTYPES)}"
+            )
+        if options.compile and dtype_name != "float32":
+            raise UserError(f"model {spec}: --compile runs the float32 decode step; drop --compile or --dtype")
         model = self._load(spec, options)
+        model.weight_dtype = WEIGHT_DTYPES[dtype_name]
+        model.info.dtype = dtype_name
         if options.compile:
             model.model.compile_decode()
             model.info.extra["compiled"] = True
