@@ -207,3 +207,17 @@ def test_usage_errors_are_one_line(tmp_path):
     assert_one_line_error(harness("run", suite), "--models is required")
     assert_one_line_error(harness("run", suite, "--models", "2.5m", "--shard", "3/2"), "--shard")
     assert_one_line_error(harness("run", suite, "--models", "2.5m", "--model-option", "novalue"), "KEY=VALUE")
+
+
+def test_unsupported_dtype_for_the_reference_decoder(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    result = harness("run", suite, "--models", "tinylm:random/2.5m", "--dtype", "float16", "--out", tmp_path / "r")
+    assert_one_line_error(result, "tinylm:random/2.5m", "'float16'", "float32 or bfloat16")
+
+
+def test_bfloat16_with_batching_names_the_conflict(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    result = harness(
+        "run", suite, "--models", "tinylm:random/2.5m", "--dtype", "bfloat16", "--batch-size", "2", "--out", tmp_path / "r"
+    )
+    assert_one_line_error(result, "tinylm:random/2.5m", "--batch-size")

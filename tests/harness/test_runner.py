@@ -291,3 +291,17 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
     single_summary = json.loads((tmp_path / "single" / "summary.json").read_text())
     for metric in ("perplexity", "repetition_rate", "tokens_generated"):
         assert merged_summary["metrics"][metric]["models"] == single_summary["metrics"][metric]["models"]
+
+
+def test_bfloat16_decoding_is_recorded_and_seeded(tmp_path, tiny_checkpoint):
+    suite = write_suite(tmp_path, n_prompts=3, samples=1, max_new=20)
+    for name, dtype in (("a", "bfloat16"), ("b", "bfloat16"), ("f32", "float32")):
+        harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / name, "--dtype", dtype, "--no-report", check=0)
+    a, b, f32 = (load_run(tmp_path / name) for name in ("a", "b", "f32"))
+    assert a.manifest["models"][0]["info"]["dtype"] == "bfloat16"
+    assert f32.manifest["models"][0]["info"]["dtype"] == "float32"
+    assert ids_by_key(tmp_path / "a") == ids_by_key(tmp_path / "b")
+    assert [r["logprobs"] for r in a.samples] == [r["logprobs"] for r in b.samples]
+    # the first token comes from the float32 prefill; later ones from the bf16 matrices
+    assert [r["logprobs"][0] for r in a.samples] == [r["logprobs"][0] for r in f32.samples]
+    assert [r["logprobs"][1:] for r in a.samples] != [r["logprobs"][1:] for r in f32.samples]
