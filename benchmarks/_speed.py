@@ -7,12 +7,14 @@ available (``time.perf_counter_ns``), and the end. TTFT is ``times[0] - start``;
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.types import SamplingParams
+from tinylm_ref.decoder import make_projection, onednn_available
 
 TEMPERATURE, TOP_K = 0.8, 50
 
@@ -167,46 +170,64 @@ def floor_weights(llm: torch.nn.Module) -> list[list[torch.Tensor]]:
     return [*layers, [llm.head.weight]]
 
 
+def _floor_products(
+    flat: list[torch.Tensor], variant: str, dtype: torch.dtype
+) -> list[tuple[int, Callable[[torch.Tensor], Any]]]:
+    """(input width, product function) per weight for one floor variant; inputs are already ``dtype``."""
+    if variant == "linear":
+        ws = [w.detach().to(dtype) for w in flat]
+        return [(w.shape[1], functools.partial(F.linear, weight=w)) for w in ws]
+    if variant == "mv":
+        ws = [w.detach().to(dtype) for w in flat]
+        outs = [torch.empty(w.shape[0], dtype=dtype) for w in ws]
+        return [
+            (w.shape[1], lambda x, w=w, o=o: torch.mv(w, x[0], out=o)) for w, o in zip(ws, outs, strict=True)
+        ]
+    if variant == "mmT":
+        ws = [w.detach().t().contiguous().to(dtype) for w in flat]
+        return [(w.shape[0], lambda x, w=w: torch.mm(x, w)) for w in ws]
+    if variant == "onednn":
+        packed = [torch.ops.mkldnn._reorder_linear_weight(w.detach().to(dtype).contiguous(), 1) for w in flat]
+        op = torch.ops.mkldnn._linear_pointwise
+        return [(w.shape[1], lambda x, p=p: op(x, p, None, "none", [], "")) for w, p in zip(flat, packed, strict=True)]
+    if variant == "sized":  # FastDecoder's per-matrix choice (float32 only)
+        return [(w.shape[1], make_projection(w.detach().float(), dtype, torch.device("cpu")).linear) for w in flat]
+    raise ValueError(f"unknown floor variant {variant!r}")
+
+
+def floor_variants(dtype: torch.dtype) -> tuple[str, ...]:
+    variants = ("linear", "mv", "mmT")
+    if onednn_available(torch.device("cpu")):
+        variants += ("onednn", "sized") if dtype == torch.float32 else ("onednn",)
+    return variants
+
+
 @torch.inference_mode()
 def run_floor(
     weights: list[list[torch.Tensor]], prompt_len: int, n: int, variant: str, dtype: torch.dtype = torch.float32
 ) -> Timing:
     """Prefill = the same weights on a (prompt_len, in) matrix; each token = every matvec once, then the head.
 
-    ``variant`` "linear": ``F.linear`` on a 1×in row (the module layout); "mv": ``torch.mv`` into a
-    preallocated output (no allocation); "mmT": ``torch.mm`` of the row with a pre-transposed contiguous
-    (in, out) copy, the layout ``FastDecoder`` keeps. No data dependence, sampling or bookkeeping:
-    arithmetic + dispatch. ``dtype`` bfloat16 times the same products with bf16 weights and inputs.
+    Variants (the weights' layout and kernel): "linear" ``F.linear`` on a 1×in row (the module layout);
+    "mv" ``torch.mv`` into a preallocated output; "mmT" ``torch.mm`` with a pre-transposed contiguous copy;
+    "onednn" every matrix pre-packed for oneDNN; "sized" ``FastDecoder``'s choice per matrix (packed from
+    1 MB, else mmT). No data dependence, sampling or bookkeeping: arithmetic + dispatch. ``dtype`` bfloat16
+    times the same products with bf16 weights and inputs.
     """
-    flat = [w.detach().to(dtype) for group in weights for w in group]
-    if variant == "mmT":
-        flat = [w.t().contiguous() for w in flat]
-    width = 0 if variant == "mmT" else 1  # the dimension a row multiplies against
-    rows = {w.shape[width] for w in flat}
-    vec = {k: torch.randn(1, k, dtype=dtype) for k in rows}
-    mat = {k: torch.randn(prompt_len, k, dtype=dtype) for k in rows}
-    outs = {id(w): torch.empty(w.shape[0], dtype=dtype) for w in flat}
+    flat = [w for group in weights for w in group]
+    products = _floor_products(flat, variant, dtype)
+    vec = {k: torch.randn(1, k, dtype=dtype) for k, _ in products}
+    mat = {k: torch.randn(prompt_len, k, dtype=dtype) for k, _ in products}
     times = []
-
-    def product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return torch.mm(x, w) if variant == "mmT" else F.linear(x, w)
-
     start = time.perf_counter_ns()
-    for w in flat[:-1]:
-        product(mat[w.shape[width]], w)
-    product(mat[flat[-1].shape[width]][-1:], flat[-1])
+    for k, product in products[:-1]:
+        product(mat[k]) if variant != "mv" else product(mat[k][-1:])
+    products[-1][1](mat[products[-1][0]][-1:])
     times.append(time.perf_counter_ns())
-    if variant == "mv":
-        vec1 = {k: v[0] for k, v in vec.items()}
-        for _ in range(n - 1):
-            for w in flat:
-                torch.mv(w, vec1[w.shape[1]], out=outs[id(w)])
-            times.append(time.perf_counter_ns())
-    else:
-        for _ in range(n - 1):
-            for w in flat:
-                product(vec[w.shape[width]], w)
-            times.append(time.perf_counter_ns())
+    for _ in range(n - 1):
+        for k, product in products:
+            product(vec[k])
+        times.append(time.perf_counter_ns())
     return Timing(start, times, time.perf_counter_ns())
 
 

@@ -14,10 +14,11 @@ For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 
                  reaches it; TTFT is measured from just before the ``generate()`` call, so it includes HF's
                  own set-up (generation config, logits processors, cache) as a user would see it.
   (4) floor      the same matrix-vector products alone (per token: qkv, proj, gate_up, down for every
-                 layer, then the head) in three layouts: ``F.linear`` on a 1×dim row, ``torch.mv`` into a
-                 preallocated buffer, and ``torch.mm`` with a pre-transposed contiguous copy (the layout
-                 ``FastDecoder`` keeps); the fastest is the floor. It has no attention, norms, activations
-                 or sampling, so a decoder of this shape cannot beat it in eager PyTorch.
+                 layer, then the head) in every layout at hand: ``F.linear`` on a 1×dim row (linear),
+                 ``torch.mv`` into a preallocated buffer (mv), ``torch.mm`` with a pre-transposed
+                 contiguous copy (mmT), every matrix pre-packed for oneDNN (onednn), and FastDecoder's
+                 own per-matrix choice (sized); the fastest is the floor. It has no attention, norms,
+                 activations or sampling, so a decoder of this shape cannot beat it in eager PyTorch.
   (4b) floor     the same with bf16 weights and inputs: the bound for (1b).
 
 TTFT (ms) = first token on the host - start of prefill; decode tok/s = (n - 1) / (t_last - t_first); both
@@ -71,7 +72,7 @@ LABELS = {
     "floor": "(4) floor: matvecs only",
     "floor_bf16": "(4b) floor, bf16 matvecs",
 }
-FLOOR_VARIANTS = ("linear", "mv", "mmT")
+
 HF_RATIO_TARGET, FLOOR_SHARE_TARGET, OVERHEAD_TARGET = 3.0, 0.5, 0.05
 FLOOR_PRESETS = {"10m", "5m"}
 
@@ -110,7 +111,7 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         "hf": lambda seed: _speed.run_hf(hf_model, prompt_ids, tokens, seed),
     }
     for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
-        for variant in FLOOR_VARIANTS:
+        for variant in _speed.floor_variants(dtype):
             runs[f"floor{suffix}_{variant}"] = functools.partial(
                 _floor, weights, len(prompt_ids), tokens, variant, dtype
             )
@@ -121,8 +122,8 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
             if rep >= warmup:
                 timings[name].append(timing)
     results = {name: _speed.summarize(t) for name, t in timings.items()}
-    for floor in ("floor", "floor_bf16"):  # the fastest variant is the floor
-        best = max((f"{floor}_{v}" for v in FLOOR_VARIANTS), key=lambda k: results[k]["decode_tps"])
+    for floor, dtype in (("floor", torch.float32), ("floor_bf16", torch.bfloat16)):  # the fastest variant is the floor
+        best = max((f"{floor}_{v}" for v in _speed.floor_variants(dtype)), key=lambda k: results[k]["decode_tps"])
         results[floor] = {**results[best], "variant": best.removeprefix(f"{floor}_")}
     ref, ref_bf16 = results["reference"]["decode_tps"], results["reference_bf16"]["decode_tps"]
     hf = results["hf"]["decode_tps"]

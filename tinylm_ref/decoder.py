@@ -1,27 +1,29 @@
 """Batch-1 decoding with the weights pre-arranged for the fewest, cheapest kernel calls.
 
 At batch 1 a tiny decoder's step is a few dozen small matrix-vector products and twice as many
-tiny element-wise ops, so per-call dispatch costs as much as the arithmetic. ``FastDecoder`` keeps
-the math of ``LLM.forward`` but spends fewer, cheaper calls per token:
+tiny element-wise ops, so per-call overhead and the bytes of weight streamed per token set the speed,
+not the arithmetic. ``FastDecoder`` keeps the math of ``LLM.forward`` but spends fewer, cheaper calls:
 
-- every weight is stored transposed and contiguous (``x @ Wt``), which MKL runs ~10-25 % faster
-  than ``F.linear``'s transposed view for these shapes;
-- each RMSNorm's gain is folded into the rows of the matrix that follows it, and the attention
-  scale into the query columns, so a norm costs one vector norm and one scalar (not 5 kernels);
-- residual additions are fused into the output projections (``addmm``);
+- every matrix is prepared once per model (``make_projection``): packed into oneDNN's layout on CPU
+  when it is large enough for that to pay, otherwise stored transposed and contiguous for ``torch.mm``;
+- each RMSNorm's gain is folded into the matrix that follows it, and the attention scale into the
+  query rows, so a norm costs one vector norm and one scalar (not five kernels);
+- residual additions are fused into the output projections;
 - the per-layer cache views are built once per generation, not once per step.
 
-Folding changes rounding in the last bits only (tests hold the logits to the full forward within
-float32 noise). Optionally the matrices are held in bfloat16 (``--dtype bfloat16``): their inputs
-are rounded to bfloat16 and the products accumulate in float32, while the residual stream, norms,
-attention, KV cache and logits stay float32. That halves the bytes each token reads, which is what
-limits the 10m preset on a CPU whose last-level cache cannot hold 41 MB of float32 weights.
+Folding and packing change rounding in the last bits only (tests hold the logits to the full forward
+within float32 noise and the sampled tokens to ``LLM.decode_step``'s). Optionally the matrices are held in
+bfloat16 (``--dtype bfloat16``): their inputs are rounded to bfloat16 and the products accumulate in
+float32, while the residual stream, norms, attention, KV cache and logits stay float32. That halves the
+bytes each token reads, which is what limits the 10m preset on a CPU whose last-level cache cannot hold
+41 MB of float32 weights.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,12 +34,90 @@ from tinylm_ref.model import LLM, KVCache
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+#: float32 matrices at least this large (bytes) are packed for oneDNN; smaller ones stay dense. Measured on
+#: the build machine (benchmarks/decode_speed.py): packing pays from ~1 MB, below that its per-call cost
+#: is larger than what it saves (the 2.5m preset ran 17% slower with every matrix packed).
+ONEDNN_MIN_BYTES = 1 << 20
+
+Linear = Callable[[torch.Tensor], torch.Tensor]  # x (1, in) -> x @ W.T (1, out), float32
+LinearAdd = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (residual, x) -> residual + x @ W.T
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One weight matrix, prepared once, with the two ways the decode step multiplies by it."""
+
+    linear: Linear
+    linear_add: LinearAdd
+    kernel: str  # "onednn" (pre-packed, CPU) or "dense" (transposed contiguous, torch.mm)
+    dtype: torch.dtype  # of the stored matrix
+
+
+def onednn_available(device: torch.device) -> bool:
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+def _onednn(weight: torch.Tensor, dtype: torch.dtype) -> Projection:
+    """Packed once into oneDNN's blocked layout for one-row inputs, as ``torch.compile``'s CPU freezing
+    packs linear layers; eagerly it skips the per-call weight handling that dominates a matrix-vector
+    product (the 10m and 5m presets' products ran 1.5-1.7x faster in float32) and is what makes bfloat16
+    pay off at all."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype).contiguous(), 1)
+    op, binary = torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._linear_pointwise.binary
+    if dtype == torch.float32:
+        return Projection(
+            linear=lambda x: op(x, packed, None, "none", [], ""),
+            linear_add=lambda residual, x: binary(x, residual, packed, None, "add"),
+            kernel="onednn",
+            dtype=dtype,
+        )
+    return Projection(
+        linear=lambda x: op(x.to(dtype), packed, None, "none", [], "").float(),
+        linear_add=lambda residual, x: residual + op(x.to(dtype), packed, None, "none", [], ""),
+        kernel="onednn",
+        dtype=dtype,
+    )
+
+
+def _dense(weight: torch.Tensor, dtype: torch.dtype) -> Projection:
+    """Transposed and contiguous (``x @ Wt``), which MKL runs 10-25% faster than ``F.linear``'s view."""
+    wt = weight.t().contiguous().to(dtype)
+    if dtype == torch.float32:
+        return Projection(
+            linear=lambda x: torch.mm(x, wt),
+            linear_add=lambda residual, x: torch.addmm(residual, x, wt),
+            kernel="dense",
+            dtype=dtype,
+        )
+    return Projection(
+        linear=lambda x: torch.mm(x.to(dtype), wt).float(),
+        linear_add=lambda residual, x: residual + torch.mm(x.to(dtype), wt),
+        kernel="dense",
+        dtype=dtype,
+    )
+
+
+def make_projection(weight: torch.Tensor, dtype: torch.dtype, device: torch.device) -> Projection:
+    """``weight`` is float32 (out, in) with any gain folded in. The kernel depends only on the device,
+    the torch build, the dtype and the matrix's size, never on timings, so a seed gives the same tokens
+    every run."""
+    big = weight.numel() * 4 >= ONEDNN_MIN_BYTES
+    if onednn_available(device) and (dtype != torch.float32 or big):
+        return _onednn(weight, dtype)
+    return _dense(weight, dtype)
+
+
 @dataclass(frozen=True)
 class _Layer:
-    qkv: torch.Tensor  # (C, 3C): attn-norm gain folded into rows, attention scale into the q columns
-    proj: torch.Tensor  # (C, C)
-    gate_up: torch.Tensor  # (C, 2F): ffn-norm gain folded into rows
-    down: torch.Tensor  # (F, C)
+    qkv: Projection  # attn-norm gain folded into its input columns, attention scale into the q rows
+    proj: Projection
+    gate_up: Projection  # ffn-norm gain folded into its input columns
+    down: Projection
 
 
 def _norm_eps(norm: torch.nn.RMSNorm) -> float:
@@ -50,21 +130,21 @@ class FastDecoder:
 
     def __init__(self, model: LLM, weight_dtype: torch.dtype = torch.float32) -> None:
         cfg = model.config
+        device = model.tok_emb.weight.device
         self.dim, self.heads, self.head_dim, self.ffn_dim = cfg.dim, cfg.n_heads, cfg.head_dim, cfg.ffn_dim
-        self.mixed = weight_dtype != torch.float32
         self.weight_dtype = weight_dtype
-        self.host_scalars = model.tok_emb.weight.device.type == "cpu"  # a .item() per norm is free only on CPU
+        self.host_scalars = device.type == "cpu"  # a .item() per norm is free only on CPU
         eps = {_norm_eps(b.attn_norm) for b in model.blocks} | {_norm_eps(b.ffn_norm) for b in model.blocks}
         eps.add(_norm_eps(model.norm))
         if len(eps) != 1:
             raise ValueError("FastDecoder expects one RMSNorm epsilon for the whole model")
         self.eps = eps.pop()
 
-        def arrange(weight: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
+        def arrange(weight: torch.Tensor, gain: torch.Tensor | None = None) -> Projection:
             w = weight.detach().float()
             if gain is not None:
                 w = w * gain.detach().float()[None, :]
-            return w.t().contiguous().to(weight_dtype)
+            return make_projection(w, weight_dtype, device)
 
         with torch.no_grad():
             self.layers = []
@@ -91,16 +171,6 @@ class FastDecoder:
             return 1.0 / math.sqrt(n * n / self.dim + self.eps)
         return norm.square().div_(self.dim).add_(self.eps).rsqrt_()
 
-    def _mm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.mixed:
-            return torch.mm(x.to(self.weight_dtype), w).float()
-        return torch.mm(x, w)
-
-    def _mm_add(self, residual: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.mixed:
-            return residual + torch.mm(x.to(self.weight_dtype), w)
-        return torch.addmm(residual, x, w)
-
     def layer_views(self, cache: KVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer (keys, values) views (H, S, D) of row 0 of ``cache``; build once per generation."""
         if cache.k.shape[1] != 1:
@@ -117,15 +187,15 @@ class FastDecoder:
         x = (self.tok_emb[token_id] + self.pos_emb[pos]).view(1, C)
         end = pos + 1
         for layer, (keys, values) in zip(self.layers, kv, strict=True):
-            q, k, v = self._mm(x, layer.qkv).mul_(self._inv_rms(x)).view(3, H, D).unbind(0)
+            q, k, v = layer.qkv.linear(x).mul_(self._inv_rms(x)).view(3, H, D).unbind(0)
             keys[:, pos] = k
             values[:, pos] = v
             scores = torch.bmm(q.unsqueeze(1), keys[:, :end].transpose(1, 2))  # (H, 1, end), q pre-scaled
             y = torch.bmm(torch.softmax(scores, dim=-1), values[:, :end]).view(1, C)
-            x = self._mm_add(x, y, layer.proj)
-            gate_up = self._mm(x, layer.gate_up).mul_(self._inv_rms(x))
-            x = self._mm_add(x, F.silu(gate_up[:, :Fd]).mul_(gate_up[:, Fd:]), layer.down)
-        return self._mm(x, self.head).mul_(self._inv_rms(x))
+            x = layer.proj.linear_add(x, y)
+            gate_up = layer.gate_up.linear(x).mul_(self._inv_rms(x))
+            x = layer.down.linear_add(x, F.silu(gate_up[:, :Fd]).mul_(gate_up[:, Fd:]))
+        return self.head.linear(x).mul_(self._inv_rms(x))
 
 
 _DECODERS: weakref.WeakKeyDictionary[LLM, tuple[tuple, FastDecoder]] = weakref.WeakKeyDictionary()

@@ -5,7 +5,7 @@ import torch
 from scipy import stats
 
 from tinylm_ref import LLM, ModelConfig, load_checkpoint
-from tinylm_ref.decoder import FastDecoder, fast_decoder
+from tinylm_ref.decoder import ONEDNN_MIN_BYTES, FastDecoder, fast_decoder, make_projection, onednn_available
 from tinylm_ref.sampling import generate, pick_token, sample_loop
 
 CONFIG = ModelConfig(vocab_size=300, dim=48, n_layers=3, n_heads=4, ffn_dim=96, max_seq_len=96)
@@ -53,7 +53,7 @@ def test_bfloat16_decoder_keeps_bf16_matrices_and_stays_near_float32(model):
     ids = torch.randint(4, CONFIG.vocab_size, (1, 60))
     full = model(ids)[0, 10:]
     decoder = FastDecoder(model, torch.bfloat16)
-    assert {layer.qkv.dtype for layer in decoder.layers} == {torch.bfloat16}
+    assert {layer.qkv.dtype for layer in decoder.layers} == {decoder.head.dtype} == {torch.bfloat16}
     stepped = _step_logits(model, decoder, ids, prefix=10)
     assert stepped.dtype == torch.float32
     err = (stepped - full).abs().max().item()
@@ -153,3 +153,21 @@ def test_nonfinite_logits_stop_generation_without_recording_the_token(bad):
     out = sample_loop(next_logits, 1, 64, 10, 0.8, 5, torch.Generator().manual_seed(0), (), torch.device("cpu"))
     assert out.nonfinite and out.stop_reason == "nonfinite"
     assert len(out.tokens) == 1  # the prefill's token was fine; the second step's logits were not
+
+
+@pytest.mark.parametrize("shape", [(96, 48), (1024, 384), (3072, 384)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_projection_kernels_multiply_like_linear_and_follow_the_size_rule(shape, dtype):
+    torch.manual_seed(0)
+    weight, x, residual = torch.randn(shape), torch.randn(1, shape[1]), torch.randn(1, shape[0])
+    proj = make_projection(weight, dtype, torch.device("cpu"))
+    big = weight.numel() * 4 >= ONEDNN_MIN_BYTES
+    expected_kernel = "onednn" if onednn_available(torch.device("cpu")) and (big or dtype != torch.float32) else "dense"
+    assert proj.kernel == expected_kernel and proj.dtype == dtype
+    # the reference: the same rounding of weight and input to ``dtype``, accumulated in float32
+    ref = torch.nn.functional.linear(x.to(dtype).float(), weight.to(dtype).float())
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    out = proj.linear(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol * shape[1] ** 0.5)
+    torch.testing.assert_close(proj.linear_add(residual, x), residual + ref, rtol=tol, atol=tol * shape[1] ** 0.5)
