@@ -13,6 +13,7 @@ For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 
                  ``transformers`` streamer whose ``put`` stamps ``perf_counter_ns`` each time a sampled token
                  reaches it; TTFT is measured from just before the ``generate()`` call, so it includes HF's
                  own set-up (generation config, logits processors, cache) as a user would see it.
+  (3b) same      with the model in bfloat16 (``.to(torch.bfloat16)``), the comparison for (1b)
   (4) floor      the same matrix-vector products alone (per token: qkv, proj, gate_up, down for every
                  layer, then the head) in every layout at hand: ``F.linear`` on a 1×dim row (linear),
                  ``torch.mv`` into a preallocated buffer (mv), ``torch.mm`` with a pre-transposed
@@ -63,12 +64,13 @@ from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
 from tinylm_ref.config import PRESETS  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
-METHODS = ("reference", "reference_bf16", "naive", "hf", "floor", "floor_bf16")
+METHODS = ("reference", "reference_bf16", "naive", "hf", "hf_bf16", "floor", "floor_bf16")
 LABELS = {
     "reference": "(1) reference (harness path)",
     "reference_bf16": "(1b) same, --dtype bfloat16",
     "naive": "(2) naive, no KV cache",
     "hf": "(3) HF LlamaForCausalLM",
+    "hf_bf16": "(3b) same, dtype bfloat16",
     "floor": "(4) floor: matvecs only",
     "floor_bf16": "(4b) floor, bf16 matvecs",
 }
@@ -101,6 +103,7 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
             f"--tokens {tokens}: prompt ({len(prompt_ids)}) + tokens exceeds the context {config.max_seq_len}"
         )
     hf_model = _speed.build_hf_llama(config)
+    hf_model_bf16 = _speed.build_hf_llama(config).to(torch.bfloat16)
     weights = _speed.floor_weights(llm)
     model_bf16 = TinyLMModel(llm, model.tokenizer, model.info)
     model_bf16.eos_id, model_bf16.weight_dtype = None, torch.bfloat16
@@ -109,6 +112,7 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         "reference_bf16": lambda seed: _speed.run_reference(model_bf16, prompt_ids, tokens, seed),
         "naive": lambda seed: _speed.run_naive(llm, prompt_ids, tokens, seed),
         "hf": lambda seed: _speed.run_hf(hf_model, prompt_ids, tokens, seed),
+        "hf_bf16": lambda seed: _speed.run_hf(hf_model_bf16, prompt_ids, tokens, seed),
     }
     for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
         for variant in _speed.floor_variants(dtype):
@@ -135,6 +139,7 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
     ratios = {
         "ref_over_hf": paired("reference", "hf"),
         "ref_bf16_over_hf": paired("reference_bf16", "hf"),
+        "ref_bf16_over_hf_bf16": paired("reference_bf16", "hf_bf16"),
         "ref_over_hf_of_medians": ref / hf,
         "ref_bf16_over_hf_of_medians": ref_bf16 / hf,
         "ref_over_floor": ref / results["floor"]["decode_tps"],
@@ -185,6 +190,7 @@ def print_preset(r: dict, reps: int) -> None:
         f"{'PASS' if r['targets']['ref bf16 >= 3x hf'] else 'MISS'}   (opt-in --dtype bfloat16; "
         f"{100 * q['ref_bf16_over_floor_bf16']:.0f}% of (4b))"
     )
+    print(f"  (1b)/(3b)      {q['ref_bf16_over_hf_bf16']:6.3f}x   (both in bfloat16)")
     verdict = (
         ("PASS" if r["targets"]["ref >= 50% floor"] else "MISS")
         if "ref >= 50% floor" in r["targets"]
