@@ -180,9 +180,7 @@ def _floor_products(
     if variant == "mv":
         ws = [w.detach().to(dtype) for w in flat]
         outs = [torch.empty(w.shape[0], dtype=dtype) for w in ws]
-        return [
-            (w.shape[1], lambda x, w=w, o=o: torch.mv(w, x[0], out=o)) for w, o in zip(ws, outs, strict=True)
-        ]
+        return [(w.shape[1], lambda x, w=w, o=o: torch.mv(w, x[0], out=o)) for w, o in zip(ws, outs, strict=True)]
     if variant == "mmT":
         ws = [w.detach().t().contiguous().to(dtype) for w in flat]
         return [(w.shape[0], lambda x, w=w: torch.mm(x, w)) for w in ws]

@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _speed  # noqa: E402
 
 from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
+from harness.environment import cpu_name  # noqa: E402
 from tinylm_ref.config import PRESETS  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
@@ -77,16 +78,6 @@ LABELS = {
 
 HF_RATIO_TARGET, FLOOR_SHARE_TARGET, OVERHEAD_TARGET = 3.0, 0.5, 0.05
 FLOOR_PRESETS = {"10m", "5m"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _floor(weights, prompt_len: int, tokens: int, variant: str, dtype: torch.dtype, seed: int) -> _speed.Timing:

@@ -218,6 +218,15 @@ def test_unsupported_dtype_for_the_reference_decoder(tmp_path):
 def test_bfloat16_with_batching_names_the_conflict(tmp_path):
     suite = write_suite(tmp_path, n_prompts=2, samples=1)
     result = harness(
-        "run", suite, "--models", "tinylm:random/2.5m", "--dtype", "bfloat16", "--batch-size", "2", "--out", tmp_path / "r"
+        "run",
+        suite,
+        "--models",
+        "tinylm:random/2.5m",
+        "--dtype",
+        "bfloat16",
+        "--batch-size",
+        "2",
+        "--out",
+        tmp_path / "r",
     )
     assert_one_line_error(result, "tinylm:random/2.5m", "--batch-size")

@@ -296,7 +296,18 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
 def test_bfloat16_decoding_is_recorded_and_seeded(tmp_path, tiny_checkpoint):
     suite = write_suite(tmp_path, n_prompts=3, samples=1, max_new=20)
     for name, dtype in (("a", "bfloat16"), ("b", "bfloat16"), ("f32", "float32")):
-        harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / name, "--dtype", dtype, "--no-report", check=0)
+        harness(
+            "run",
+            suite,
+            "--models",
+            tiny_checkpoint,
+            "--out",
+            tmp_path / name,
+            "--dtype",
+            dtype,
+            "--no-report",
+            check=0,
+        )
     a, b, f32 = (load_run(tmp_path / name) for name in ("a", "b", "f32"))
     assert a.manifest["models"][0]["info"]["dtype"] == "bfloat16"
     assert f32.manifest["models"][0]["info"]["dtype"] == "float32"

@@ -73,6 +73,18 @@ def test_fast_decoder_is_reused_until_a_parameter_changes(model):
         torch.testing.assert_close(_step_logits(model, rebuilt, ids, 5), model(ids)[0, 5:], rtol=1e-4, atol=1e-4)
 
 
+def _module_decode_step(model: LLM, prompt: list[int]):
+    """``next_logits`` for ``sample_loop`` driven by ``LLM.decode_step`` (the module's own step)."""
+    cache = model.new_cache(1)
+
+    def next_logits(token_id):
+        if token_id is None:
+            return model(torch.tensor([prompt]), cache=cache, last_only=True)[:, -1, :]
+        return model.decode_step(torch.tensor([[token_id]]), cache)
+
+    return next_logits
+
+
 @torch.inference_mode()
 def test_generate_gives_the_tokens_of_the_module_decode_step():
     """The fast path and ``LLM.decode_step`` sample the same tokens from the bundled 2.5m model."""
@@ -80,13 +92,7 @@ def test_generate_gives_the_tokens_of_the_module_decode_step():
     prompt = [1, 60, 200, 90, 33, 17]
     for seed in range(3):
         fast = generate(model, prompt, 120, 0.8, 50, torch.Generator().manual_seed(seed), eos_id=None)
-        cache = model.new_cache(1)
-
-        def next_logits(token_id):
-            if token_id is None:
-                return model(torch.tensor([prompt]), cache=cache, last_only=True)[:, -1, :]
-            return model.decode_step(torch.tensor([[token_id]]), cache)
-
+        next_logits = _module_decode_step(model, prompt)
         slow = sample_loop(
             next_logits, len(prompt), 256, 120, 0.8, 50, torch.Generator().manual_seed(seed), (), torch.device("cpu")
         )
