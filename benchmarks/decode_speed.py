@@ -140,7 +140,8 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
     }
     targets = {
         "ref >= 3x hf": ratios["ref_over_hf"] >= HF_RATIO_TARGET,
-        "ref bf16 >= 3x hf": ratios["ref_bf16_over_hf"] >= HF_RATIO_TARGET,
+        # like for like too: against HF in bfloat16 as well as in float32
+        "ref bf16 >= 3x hf": min(ratios["ref_bf16_over_hf"], ratios["ref_bf16_over_hf_bf16"]) >= HF_RATIO_TARGET,
     }
     if preset in FLOOR_PRESETS:
         targets["ref >= 50% floor"] = ratios["ref_over_floor"] >= FLOOR_SHARE_TARGET
@@ -177,11 +178,13 @@ def print_preset(r: dict, reps: int) -> None:
         f"ratio of medians {q['ref_over_hf_of_medians']:.3f}x)"
     )
     print(
-        f"  (1b)/(3)       {q['ref_bf16_over_hf']:6.3f}x   target >= {HF_RATIO_TARGET:.0f}x    "
-        f"{'PASS' if r['targets']['ref bf16 >= 3x hf'] else 'MISS'}   (opt-in --dtype bfloat16; "
+        f"  (1b)/(3)       {q['ref_bf16_over_hf']:6.3f}x   (opt-in --dtype bfloat16 vs HF float32; "
         f"{100 * q['ref_bf16_over_floor_bf16']:.0f}% of (4b))"
     )
-    print(f"  (1b)/(3b)      {q['ref_bf16_over_hf_bf16']:6.3f}x   (both in bfloat16)")
+    print(
+        f"  (1b)/(3b)      {q['ref_bf16_over_hf_bf16']:6.3f}x   both in bfloat16; target >= {HF_RATIO_TARGET:.0f}x "
+        f"for both (1b) ratios: {'PASS' if r['targets']['ref bf16 >= 3x hf'] else 'MISS'}"
+    )
     verdict = (
         ("PASS" if r["targets"]["ref >= 50% floor"] else "MISS")
         if "ref >= 50% floor" in r["targets"]

@@ -51,8 +51,9 @@ def run(
         bool, typer.Option("--compile", help="torch.compile the decode step (CUDA graphs on CUDA).")
     ] = False,
     dtype: Annotated[
-        str, typer.Option(help="Weights dtype for backends that support it: float32, float16, bfloat16.")
-    ] = "float32",
+        Optional[str],
+        typer.Option(help="Weights dtype for backends that support it: float32 (default), float16, bfloat16."),
+    ] = None,
     model_option: Annotated[
         Optional[list[str]],
         typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false."),

@@ -29,6 +29,13 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
             )
         if run.models != first.models:
             raise UserError(f"{run.path}: models {run.models} differ from {first.path} {first.models}")
+        for option, default in (("dtype", "float32"), ("batch_size", 1), ("compile", False)):
+            mine, theirs = run.manifest.get(option, default), first.manifest.get(option, default)
+            if mine != theirs:
+                raise UserError(
+                    f"{run.path}: {option} {mine!r} differs from {first.path} ({theirs!r}); "
+                    "merge shards run with the same options"
+                )
     shards = [run.manifest.get("shard") for run in runs]
     if any(s is None for s in shards):
         bad = next(run.path for run, s in zip(runs, shards, strict=True) if s is None)

@@ -58,12 +58,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 class JsonlAppender:
     """Appends one JSON object per line; durable against a killed process at once, against a crashed OS
-    within ``fsync_interval`` seconds.
+    at the next ``fsync``.
 
     Every line is flushed to the kernel before ``append`` returns, so ``kill -9`` (or any crash of this
-    process) loses at most the line in flight. ``fsync`` (surviving power loss or a kernel crash) runs at
-    most once per ``fsync_interval`` and on close: per line it cost ~0.4 ms on a quiet disk and several ms
-    on a busy one, which was most of the harness's own overhead for the small presets (docs/performance.md).
+    process) loses at most the line in flight. ``fsync`` (surviving power loss or a kernel crash) runs on
+    the first append at least ``fsync_interval`` seconds after the previous one, on ``sync()`` (the runner
+    calls it before every manifest update, so the manifest never claims samples the disk may not have) and
+    on close. Per line it cost ~0.4 ms on a quiet disk and several ms on a busy one, which was most of the
+    harness's own overhead for the small presets (docs/performance.md).
     """
 
     def __init__(self, path: Path, fsync_interval: float = 1.0) -> None:
@@ -79,6 +81,12 @@ class JsonlAppender:
         if now - self._last_sync >= self.fsync_interval:
             os.fsync(self._handle.fileno())
             self._last_sync = now
+
+    def sync(self) -> None:
+        """Make every line appended so far durable now (before a manifest update that relies on them)."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if not self._handle.closed:

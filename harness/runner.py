@@ -47,7 +47,7 @@ class RunOptions:
     shard: Shard | None = None
     trust_remote_code: bool = False
     compile: bool = False
-    dtype: str = "float32"
+    dtype: str | None = None  # None: float32 for a new run, the recorded dtype when resuming
     model_options: dict[str, str] = field(default_factory=dict)
     progress: bool = True
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -134,6 +134,8 @@ class SuiteRun:
                 for spec in self.model_specs
             ],
             "batch_size": self.options.batch_size,
+            "dtype": self.options.dtype or "float32",
+            "compile": self.options.compile,
             "shard": None
             if self.options.shard is None
             else {"index": self.options.shard.index, "count": self.options.shard.count},
@@ -207,9 +209,10 @@ class SuiteRun:
         return LoadOptions(
             device=self.device,
             threads=self.options.threads or self.suite.threads,
-            dtype=self.options.dtype,
+            dtype=self.options.dtype or "float32",
             trust_remote_code=self.options.trust_remote_code,
             compile=self.options.compile,
+            batch_size=self.options.batch_size,
             extra=dict(self.options.model_options),
         )
 
@@ -288,6 +291,8 @@ class SuiteRun:
                 "generation_s": round(generation_ns / 1e9, 4),
                 "tokens_per_s": round(tokens / (generation_ns / 1e9), 2) if generation_ns else None,
             }
+            out.sync()  # the manifest may now say "ok": its samples must be as durable as it is
+            model_out.sync()
             self._save_manifest()
             if model is not None:
                 model.close()
@@ -323,11 +328,19 @@ class SuiteRun:
         return done, models_done
 
     def _adopt_recorded_options(self) -> None:
-        """A resumed run keeps the batch size and shard it started with; a conflicting flag is an error."""
+        """A resumed run keeps the batch size, dtype, compile flag and shard it started with (they change
+        the numbers); a conflicting flag is an error."""
         recorded_batch = self.manifest.get("batch_size", 1)
         recorded_shard = self.manifest.get("shard")
+        recorded_dtype = self.manifest.get("dtype", "float32")  # runs before dtype was recorded were float32
+        recorded_compile = self.manifest.get("compile", False)
         if self.options.batch_size not in (1, recorded_batch):
             raise UserError(f"{self.dir}: was run with --batch-size {recorded_batch}; resume without --batch-size")
+        if self.options.dtype not in (None, recorded_dtype):
+            raise UserError(f"{self.dir}: was run with --dtype {recorded_dtype}; resume without --dtype")
+        if self.options.compile and not recorded_compile:
+            raise UserError(f"{self.dir}: was run without --compile; resume without --compile")
+        self.options.dtype, self.options.compile = recorded_dtype, recorded_compile
         given = self.options.shard
         if given is not None and (
             recorded_shard is None or (given.index, given.count) != (recorded_shard["index"], recorded_shard["count"])

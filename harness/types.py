@@ -34,6 +34,7 @@ class LoadOptions:
     threads: int | None = None
     trust_remote_code: bool = False
     compile: bool = False
+    batch_size: int = 1  # prompts per generate_batch call; lets a backend refuse what it cannot batch at load
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -59,6 +59,7 @@ def onednn_available(device: torch.device) -> bool:
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
     )
 
 
@@ -104,12 +105,15 @@ def _dense(weight: torch.Tensor, dtype: torch.dtype) -> Projection:
 
 def make_projection(weight: torch.Tensor, dtype: torch.dtype, device: torch.device) -> Projection:
     """``weight`` is float32 (out, in) with any gain folded in. The kernel depends only on the device,
-    the torch build, the dtype and the matrix's size, never on timings, so a seed gives the same tokens
-    every run."""
-    big = weight.numel() * 4 >= ONEDNN_MIN_BYTES
-    if onednn_available(device) and (dtype != torch.float32 or big):
-        return _onednn(weight, dtype)
-    return _dense(weight, dtype)
+    the torch build and CPU, the dtype and the matrix's size, never on timings, so a seed gives the same
+    tokens every run."""
+    if not onednn_available(device):
+        return _dense(weight, dtype)
+    if dtype == torch.float32:
+        return _onednn(weight, dtype) if weight.numel() * 4 >= ONEDNN_MIN_BYTES else _dense(weight, dtype)
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return _dense(weight, dtype)  # a CPU without native bf16: oneDNN would emulate it (slow) or refuse
+    return _onednn(weight, dtype)
 
 
 @dataclass(frozen=True)
@@ -134,17 +138,16 @@ class FastDecoder:
         self.dim, self.heads, self.head_dim, self.ffn_dim = cfg.dim, cfg.n_heads, cfg.head_dim, cfg.ffn_dim
         self.weight_dtype = weight_dtype
         self.host_scalars = device.type == "cpu"  # a .item() per norm is free only on CPU
-        eps = {_norm_eps(b.attn_norm) for b in model.blocks} | {_norm_eps(b.ffn_norm) for b in model.blocks}
-        eps.add(_norm_eps(model.norm))
-        if len(eps) != 1:
-            raise ValueError("FastDecoder expects one RMSNorm epsilon for the whole model")
-        self.eps = eps.pop()
+        self.max_seq_len = cfg.max_seq_len
+        # (attention norm eps, FFN norm eps) per layer, then the final norm's
+        self.eps = [(_norm_eps(b.attn_norm), _norm_eps(b.ffn_norm)) for b in model.blocks]
+        self.final_eps = _norm_eps(model.norm)
 
-        def arrange(weight: torch.Tensor, gain: torch.Tensor | None = None) -> Projection:
+        def arrange(weight: torch.Tensor, gain: torch.Tensor | None = None, dtype: torch.dtype = weight_dtype):
             w = weight.detach().float()
             if gain is not None:
                 w = w * gain.detach().float()[None, :]
-            return make_projection(w, weight_dtype, device)
+            return make_projection(w, dtype, device)
 
         with torch.no_grad():
             self.layers = []
@@ -159,17 +162,19 @@ class FastDecoder:
                         down=arrange(block.ffn.down.weight),
                     )
                 )
-            self.head = arrange(model.head.weight, model.norm.weight)
+            # The head stays float32 in every mode: bf16 logits would tie (half of 10m's 2,000 logits
+            # collapse onto shared values), which changes greedy and top-k picks; it is 7% of 10m's bytes.
+            self.head = arrange(model.head.weight, model.norm.weight, torch.float32)
             self.tok_emb = model.tok_emb.weight.detach().float()
             self.pos_emb = model.pos_emb.weight.detach().float()
 
-    def _inv_rms(self, x: torch.Tensor) -> float | torch.Tensor:
+    def _inv_rms(self, x: torch.Tensor, eps: float) -> float | torch.Tensor:
         """1 / RMS(x) for a (1, C) row: a Python float on CPU (cheapest), a 0-d tensor elsewhere (no sync)."""
         norm = torch.linalg.vector_norm(x)
         if self.host_scalars:
             n = float(norm)
-            return 1.0 / math.sqrt(n * n / self.dim + self.eps)
-        return norm.square().div_(self.dim).add_(self.eps).rsqrt_()
+            return 1.0 / math.sqrt(n * n / self.dim + eps)
+        return norm.square().div_(self.dim).add_(eps).rsqrt_()
 
     def layer_views(self, cache: KVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer (keys, values) views (H, S, D) of row 0 of ``cache``; build once per generation."""
@@ -183,36 +188,52 @@ class FastDecoder:
         The caller owns ``cache.length`` (``sampling.generate`` advances it), so a step never
         half-updates the cache bookkeeping if it raises.
         """
+        if pos >= self.max_seq_len:
+            raise ValueError(f"sequence of {pos + 1} tokens exceeds the context of {self.max_seq_len}")
         C, H, D, Fd = self.dim, self.heads, self.head_dim, self.ffn_dim
         x = (self.tok_emb[token_id] + self.pos_emb[pos]).view(1, C)
         end = pos + 1
-        for layer, (keys, values) in zip(self.layers, kv, strict=True):
-            q, k, v = layer.qkv.linear(x).mul_(self._inv_rms(x)).view(3, H, D).unbind(0)
+        for layer, (keys, values), (attn_eps, ffn_eps) in zip(self.layers, kv, self.eps, strict=True):
+            q, k, v = layer.qkv.linear(x).mul_(self._inv_rms(x, attn_eps)).view(3, H, D).unbind(0)
             keys[:, pos] = k
             values[:, pos] = v
             scores = torch.bmm(q.unsqueeze(1), keys[:, :end].transpose(1, 2))  # (H, 1, end), q pre-scaled
             y = torch.bmm(torch.softmax(scores, dim=-1), values[:, :end]).view(1, C)
             x = layer.proj.linear_add(x, y)
-            gate_up = layer.gate_up.linear(x).mul_(self._inv_rms(x))
+            gate_up = layer.gate_up.linear(x).mul_(self._inv_rms(x, ffn_eps))
             x = layer.down.linear_add(x, F.silu(gate_up[:, :Fd]).mul_(gate_up[:, Fd:]))
-        return self.head.linear(x).mul_(self._inv_rms(x))
+        return self.head.linear(x).mul_(self._inv_rms(x, self.final_eps))
 
 
-_DECODERS: weakref.WeakKeyDictionary[LLM, tuple[tuple, FastDecoder]] = weakref.WeakKeyDictionary()
+_DECODERS: weakref.WeakKeyDictionary[LLM, dict[torch.dtype, tuple[tuple, FastDecoder]]] = weakref.WeakKeyDictionary()
+
+
+def supports(model: LLM) -> bool:
+    """FastDecoder computes in float32 around a float32 cache; a model cast to another dtype keeps using
+    ``LLM.decode_step``."""
+    return model.tok_emb.weight.dtype == torch.float32
 
 
 def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastDecoder:
-    """The model's ``FastDecoder``, rebuilt only when a parameter changed (training updates in place,
-    which bumps ``Tensor._version``), moved device, or another weight dtype is asked for.
+    """The model's ``FastDecoder`` for ``weight_dtype``, rebuilt when a parameter was replaced, moved or
+    cast, or changed in place through autograd-visible ops (``Tensor._version``: optimizer steps,
+    ``load_state_dict``, ``param.mul_()`` under ``no_grad``).
 
-    Building one copies every weight once (milliseconds), which a suite pays per model, not per sample."""
+    Not seen: writes through ``param.data`` (it has its own version counter) and in-place writes to
+    parameters that are inference tensors (they keep none); after such a write, call ``forget(model)``.
+    Building one copies every weight once (milliseconds), which a suite pays per model, not per sample.
+    """
     params = list(model.parameters())
-    # Inference tensors keep no version counter; they cannot be trained, so they count as unchanged.
-    versions = tuple(-1 if p.is_inference() else p._version for p in params)
-    key = (weight_dtype, params[0].device, tuple(id(p) for p in params), versions)
-    cached = _DECODERS.get(model)
+    key = tuple((id(p), p.data_ptr(), p.dtype, p.device, -1 if p.is_inference() else p._version) for p in params)
+    per_dtype = _DECODERS.setdefault(model, {})
+    cached = per_dtype.get(weight_dtype)
     if cached is not None and cached[0] == key:
         return cached[1]
     decoder = FastDecoder(model, weight_dtype)
-    _DECODERS[model] = (key, decoder)
+    per_dtype[weight_dtype] = (key, decoder)
     return decoder
+
+
+def forget(model: LLM) -> None:
+    """Drop the model's cached decoders (after weight writes ``fast_decoder`` cannot see)."""
+    _DECODERS.pop(model, None)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tinylm_ref.decoder import fast_decoder
+from tinylm_ref.decoder import fast_decoder, supports
 from tinylm_ref.model import LLM
 
 
@@ -49,8 +49,12 @@ def pick_token(
         return logits.argmax(dim=-1, keepdim=True)
     indices = None
     if top_k is not None and 0 < top_k < logits.shape[-1]:
-        logits, indices = torch.topk(logits, top_k, dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
+        logits, indices = torch.topk(logits, top_k, dim=-1)  # sorted: column 0 holds the maximum
+        shifted = logits - logits[:, :1]
+    else:
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
+    # shifting by the maximum first keeps a tiny temperature from overflowing to inf/inf = NaN
+    probs = torch.softmax(shifted / temperature, dim=-1)
     if generator is not None and generator.device != probs.device:
         race = torch.empty(probs.shape, device=generator.device).exponential_(1, generator=generator)
         race = race.to(probs.device)
@@ -144,7 +148,7 @@ def generate(
     device = model.tok_emb.weight.device
     cache = model.new_cache(1)
     compiled = model.__dict__.get("_compiled_step") is not None
-    decoder = None if compiled else fast_decoder(model, weight_dtype)
+    decoder = fast_decoder(model, weight_dtype) if not compiled and supports(model) else None
     views = None if decoder is None else decoder.layer_views(cache)
 
     def next_logits(token_id: int | None) -> torch.Tensor:

@@ -216,6 +216,11 @@ class TinyLMBackend:
             )
         if options.compile and dtype_name != "float32":
             raise UserError(f"model {spec}: --compile runs the float32 decode step; drop --compile or --dtype")
+        if options.batch_size > 1 and dtype_name != "float32":
+            raise UserError(
+                f"model {spec}: --dtype {dtype_name} applies to batch-1 decoding only; "
+                "drop --batch-size or use --dtype float32"
+            )
         model = self._load(spec, options)
         model.weight_dtype = WEIGHT_DTYPES[dtype_name]
         model.info.dtype = dtype_name

@@ -230,3 +230,13 @@ def test_bfloat16_with_batching_names_the_conflict(tmp_path):
         tmp_path / "r",
     )
     assert_one_line_error(result, "tinylm:random/2.5m", "--batch-size")
+
+
+def test_resume_with_another_dtype_is_refused_and_keeps_the_samples(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    run = tmp_path / "r"
+    harness("run", suite, "--models", "tinylm:random/2.5m", "--out", run, "--no-report", check=0)
+    before = (run / "samples.jsonl").read_text()
+    result = harness("run", suite, "--resume", run, "--dtype", "bfloat16")
+    assert_one_line_error(result, str(run), "--dtype float32", "resume without --dtype")
+    assert (run / "samples.jsonl").read_text() == before

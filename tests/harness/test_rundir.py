@@ -39,3 +39,13 @@ def test_fsync_runs_once_the_interval_has_passed(tmp_path, monkeypatch):
         for i in range(3):
             out.append({"i": i})
     assert len(calls) == 4  # one per append (interval 0) and one at close
+
+
+def test_sync_makes_lines_durable_before_the_interval(tmp_path, monkeypatch):
+    calls = _counting_fsync(monkeypatch)
+    with rundir.JsonlAppender(tmp_path / "s.jsonl", fsync_interval=3600) as out:
+        out.append({"i": 0})
+        assert calls == []
+        out.sync()  # what the runner does before every manifest update
+        assert len(calls) == 1
+    assert len(calls) == 2

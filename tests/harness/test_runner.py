@@ -316,3 +316,15 @@ def test_bfloat16_decoding_is_recorded_and_seeded(tmp_path, tiny_checkpoint):
     # the first token comes from the float32 prefill; later ones from the bf16 matrices
     assert [r["logprobs"][0] for r in a.samples] == [r["logprobs"][0] for r in f32.samples]
     assert [r["logprobs"][1:] for r in a.samples] != [r["logprobs"][1:] for r in f32.samples]
+
+
+def test_merge_refuses_shards_run_with_another_dtype(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1, max_new=6)
+    for k, dtype in ((1, "float32"), (2, "bfloat16")):
+        harness(
+            *("run", suite, "--models", "tinylm:random/2.5m", "--out", tmp_path / f"s{k}"),
+            *("--shard", f"{k}/2", "--dtype", dtype, "--no-report"),
+            check=0,
+        )
+    result = harness("merge", tmp_path / "s1", tmp_path / "s2", "-o", tmp_path / "m", check=2)
+    assert "dtype 'bfloat16' differs" in result.stderr and not (tmp_path / "m").exists()

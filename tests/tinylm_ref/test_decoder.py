@@ -5,7 +5,14 @@ import torch
 from scipy import stats
 
 from tinylm_ref import LLM, ModelConfig, load_checkpoint
-from tinylm_ref.decoder import ONEDNN_MIN_BYTES, FastDecoder, fast_decoder, make_projection, onednn_available
+from tinylm_ref.decoder import (
+    ONEDNN_MIN_BYTES,
+    FastDecoder,
+    fast_decoder,
+    forget,
+    make_projection,
+    onednn_available,
+)
 from tinylm_ref.sampling import generate, pick_token, sample_loop
 
 CONFIG = ModelConfig(vocab_size=300, dim=48, n_layers=3, n_heads=4, ffn_dim=96, max_seq_len=96)
@@ -53,7 +60,9 @@ def test_bfloat16_decoder_keeps_bf16_matrices_and_stays_near_float32(model):
     ids = torch.randint(4, CONFIG.vocab_size, (1, 60))
     full = model(ids)[0, 10:]
     decoder = FastDecoder(model, torch.bfloat16)
-    assert {layer.qkv.dtype for layer in decoder.layers} == {decoder.head.dtype} == {torch.bfloat16}
+    assert {layer.qkv.dtype for layer in decoder.layers} == {layer.down.dtype for layer in decoder.layers}
+    assert {layer.qkv.dtype for layer in decoder.layers} == {torch.bfloat16}
+    assert decoder.head.dtype == torch.float32  # bf16 logits would tie and change top-k picks
     stepped = _step_logits(model, decoder, ids, prefix=10)
     assert stepped.dtype == torch.float32
     err = (stepped - full).abs().max().item()
@@ -63,7 +72,14 @@ def test_bfloat16_decoder_keeps_bf16_matrices_and_stays_near_float32(model):
 def test_fast_decoder_is_reused_until_a_parameter_changes(model):
     first = fast_decoder(model)
     assert fast_decoder(model) is first
-    assert fast_decoder(model, torch.bfloat16) is not first  # another weight dtype, another decoder
+    bf16 = fast_decoder(model, torch.bfloat16)
+    assert bf16 is not first  # another weight dtype, another decoder, and both stay cached
+    assert fast_decoder(model) is first and fast_decoder(model, torch.bfloat16) is bf16
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})  # in place: versions bump
+    assert fast_decoder(model) is not first
+    forget(model)
+    assert fast_decoder(model, torch.bfloat16) is not bf16
+    first = fast_decoder(model)
     with torch.no_grad():
         model.blocks[0].ffn.down.weight.mul_(2.0)  # what an optimizer step does: in place
     rebuilt = fast_decoder(model)
@@ -177,3 +193,24 @@ def test_projection_kernels_multiply_like_linear_and_follow_the_size_rule(shape,
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=tol, atol=tol * shape[1] ** 0.5)
     torch.testing.assert_close(proj.linear_add(residual, x), residual + ref, rtol=tol, atol=tol * shape[1] ** 0.5)
+
+
+def test_a_tiny_temperature_is_greedy_not_nan():
+    logits = torch.randn(2, 300) * 30
+    for top_k in (None, 50):
+        picked = pick_token(logits, 1e-40, top_k, torch.Generator().manual_seed(0))
+        assert torch.equal(picked[:, 0], logits.argmax(-1))
+
+
+@torch.inference_mode()
+def test_a_model_cast_to_bfloat16_still_generates_through_its_own_decode_step():
+    model = LLM(CONFIG).eval().to(torch.bfloat16)
+    out = generate(model, [5, 6, 7], 12, 0.8, 20, torch.Generator().manual_seed(0), eos_id=None)
+    assert len(out.tokens) == 12 and all(map(torch.isfinite, torch.tensor(out.logprobs)))
+
+
+@torch.inference_mode()
+def test_the_fast_step_refuses_positions_past_the_context(model):
+    decoder, cache = FastDecoder(model), model.new_cache(1)
+    with pytest.raises(ValueError, match="exceeds the context"):
+        decoder.step(5, CONFIG.max_seq_len, decoder.layer_views(cache))
