@@ -220,8 +220,17 @@ def _plugins_dir_from_argv(argv: list[str]) -> Path | None:
 
 
 def _plugin_commands() -> None:
-    """Let plugins add subcommands (``register_commands``); needs the registry before parsing."""
-    _registry(_plugins_dir_from_argv(sys.argv[1:])).pm.hook.register_commands(app=app)
+    """Let plugins add subcommands (``register_commands``); needs the registry before parsing.
+
+    Only third-party plugins (entry points, ``--plugins-dir``, ``HARNESS_PLUGINS_DIR``) can add commands,
+    so without any the registry (which imports torch and every built-in plugin) is left for the command
+    that needs it: ``harness --help`` then answers in a fraction of a second.
+    """
+    from harness.plugins import has_external_plugins
+
+    plugins_dir = _plugins_dir_from_argv(sys.argv[1:])
+    if has_external_plugins(plugins_dir):
+        _registry(plugins_dir).pm.hook.register_commands(app=app)
 
 
 def main() -> None:

@@ -14,11 +14,12 @@ import typer
 
 from harness import rundir
 from harness.errors import UserError
-from harness.summary import write_summaries
 
 
 def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     """Validate that the shards belong together and cover 1..N once each, then write the merged run."""
+    from harness.summary import write_summaries  # pandas: only when merging
+
     runs = [rundir.load_run(d) for d in shard_dirs]
     first = runs[0]
     for run in runs[1:]:

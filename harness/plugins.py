@@ -91,6 +91,11 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+def has_external_plugins(plugins_dir: Path | None) -> bool:
+    """Whether any plugin besides the built-ins would load (without importing any of them)."""
+    return bool(plugins_dir or os.environ.get(PLUGINS_DIR_ENV) or entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | None, Any]]:
     """(name, origin, version, loader) for every plugin to try, in registration order."""
     found: list[tuple[str, str, str | None, Any]] = []

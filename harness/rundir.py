@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST, SAMPLES, MODEL_METRICS, METRICS, SUMMARY_JSON, SUMMARY_CSV = (
     "manifest.json",
@@ -139,6 +140,8 @@ class Run:
 
     def sample_frame(self) -> pd.DataFrame:
         """One row per sample: identifiers plus one column per sample-level metric (NaN = missing)."""
+        import pandas as pd  # only the readers of a run need it, not every command that imports rundir
+
         rows = []
         for record in self.samples:
             row = {

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import torch
+from tinylm_ref.generation import Generation as _ReferenceGeneration
 
-from tinylm_ref.sampling import Generation as _ReferenceGeneration
+if TYPE_CHECKING:  # annotations only: plugin contracts must not cost a torch import
+    import torch
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,28 @@
-"""tinylm_ref: the reference tiny decoder of the tinylm-harness project."""
+"""tinylm_ref: the reference tiny decoder of the tinylm-harness project.
 
-from tinylm_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from tinylm_ref.config import PRESETS, SEED_PARAMS, ModelConfig, get_preset
-from tinylm_ref.model import LLM, KVCache
-from tinylm_ref.sampling import Generation, generate
+The names below load on first use (PEP 562), so importing one light submodule (``tinylm_ref.config``,
+``tinylm_ref.generation``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Checkpoint": "tinylm_ref.checkpoint",
+    "CheckpointError": "tinylm_ref.checkpoint",
+    "load_checkpoint": "tinylm_ref.checkpoint",
+    "save_checkpoint": "tinylm_ref.checkpoint",
+    "PRESETS": "tinylm_ref.config",
+    "SEED_PARAMS": "tinylm_ref.config",
+    "ModelConfig": "tinylm_ref.config",
+    "get_preset": "tinylm_ref.config",
+    "LLM": "tinylm_ref.model",
+    "KVCache": "tinylm_ref.model",
+    "Generation": "tinylm_ref.generation",
+    "generate": "tinylm_ref.sampling",
+}
 
 __all__ = [
     "LLM",
@@ -19,3 +38,23 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tinylm_ref' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from tinylm_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+    from tinylm_ref.config import PRESETS, SEED_PARAMS, ModelConfig, get_preset
+    from tinylm_ref.generation import Generation
+    from tinylm_ref.model import LLM, KVCache
+    from tinylm_ref.sampling import generate

@@ -15,12 +15,10 @@ from typing import Annotated, NoReturn, Optional
 import typer
 
 from harness.errors import UserError
-from harness.gate.baseline import write_baseline
-from harness.gate.data import expand_run_paths, load_side, side_from_runs
-from harness.gate.engine import EXIT_INPUT, run_gate
-from harness.gate.report import render_json, render_junit, render_markdown, render_table
-from harness.gate.rules import load_rules
-from harness.rundir import load_run, write_text_atomic
+
+# The gate's machinery (scipy, pandas) is imported inside the commands: registering them must stay
+# cheap, because every ``harness`` invocation (``--help`` included) registers every command.
+EXIT_INPUT = 2  # harness.gate.engine.EXIT_INPUT; a test keeps the two equal
 
 
 class OutputFormat(str, Enum):
@@ -49,6 +47,8 @@ def _fail(exc: UserError) -> NoReturn:
 
 
 def _write(path: Path, text: str) -> None:
+    from harness.rundir import write_text_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text)
@@ -94,6 +94,11 @@ def gate(
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed (results are deterministic for a seed).")] = 0,
 ) -> None:
     """Fail when CANDIDATE regresses against BASELINE: exit 0 pass, 1 regression, 2 input error, 3 inconclusive."""
+    from harness.gate.data import load_side
+    from harness.gate.engine import run_gate
+    from harness.gate.report import render_json, render_junit, render_markdown, render_table
+    from harness.gate.rules import load_rules
+
     try:
         rule_set = load_rules(rules)
         base_side = load_side(list(baseline), label="baseline")
@@ -141,6 +146,10 @@ def export(
     ] = None,
 ) -> None:
     """Write a compact, commit-friendly baseline file from finished run directories."""
+    from harness.gate.baseline import write_baseline
+    from harness.gate.data import expand_run_paths, side_from_runs
+    from harness.rundir import load_run
+
     try:
         side = side_from_runs([load_run(p) for p in expand_run_paths(list(run_dirs))], label=str(run_dirs[0]))
         data = write_baseline(side, output, models=model or None, metrics=metric or None)

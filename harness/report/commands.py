@@ -9,7 +9,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from harness.errors import UserError
-from harness.report.render import write_report
 
 # plugins directory (or None) -> the sections plugins registered through register_report_sections
 SectionsProvider = Callable[[Optional[Path]], Sequence[Any]]
@@ -52,6 +51,8 @@ def add_commands(app: typer.Typer, sections_provider: SectionsProvider = registr
         a comparison view when given two or more runs of one suite)."""
         target = out or default_output(run_dirs)
         try:
+            from harness.report.render import write_report  # plotly and friends: only when a report is made
+
             path = write_report(run_dirs, target, list(sections_provider(plugins_dir)))
         except UserError as exc:
             typer.echo(f"error: {exc}", err=True)
