@@ -96,6 +96,8 @@ def run(
         raise UserError(f"--threads {threads}: must be at least 1")
     suite_run = SuiteRun(loaded, specs, Path("."), registry, options, console, resume=resume is not None)
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
+    if resume is None:
+        suite_run.check_model_options()  # so do options a backend cannot honour (--dtype, --batch-size...)
     if resume is not None:
         run_dir = resume
         if not (resume / "manifest.json").is_file():

@@ -16,6 +16,27 @@ from harness import rundir
 from harness.errors import UserError
 
 
+def _merge_model_metrics(entries: list[dict], registry: dict[str, dict]) -> dict:
+    """One model's model-level metrics over its shards.
+
+    Quality ones (held-out bits per byte, judge scores) are the same computation on every shard: the first
+    shard's value stands. Machine-dependent ones where lower is better (``peak_mem_mb``) are the maximum
+    over the shards, the peak of the whole sweep; other timing ones keep the first shard's value.
+    """
+    values: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    for entry in entries:
+        errors = {**entry.get("metric_errors", {}), **errors}
+        for name, value in entry["metrics"].items():
+            meta = registry.get(name, {})
+            peak = meta.get("kind") == "timing" and meta.get("higher_is_better") is False
+            if name not in values or values[name] is None:
+                values[name] = value
+            elif peak and value is not None:
+                values[name] = max(values[name], value)
+    return {"model": entries[0]["model"], "metrics": values, "metric_errors": errors}
+
+
 def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
     """Validate that the shards belong together and cover 1..N once each, then write the merged run."""
     from harness.summary import write_summaries  # pandas: only when merging
@@ -75,10 +96,10 @@ def merge_runs(shard_dirs: list[Path], out: Path) -> Path:
         for record in samples:
             writer.append(record)
     with rundir.JsonlAppender(out / rundir.MODEL_METRICS) as writer:
-        for model in first.models:  # model-level metrics: the same computation on every shard; keep the first
-            entry = next((r for run in runs for r in run.model_metrics if r["model"] == model), None)
-            if entry is not None:
-                writer.append(entry)
+        for model in first.models:
+            entries = [r for run in runs for r in run.model_metrics if r["model"] == model]
+            if entries:
+                writer.append(_merge_model_metrics(entries, first.metrics))
     rundir.write_json_atomic(out / rundir.METRICS, first.metrics)
 
     manifest = dict(first.manifest)

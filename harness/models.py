@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from harness.errors import UserError, did_you_mean
@@ -30,6 +32,18 @@ def resolve_backend(spec: str, registry: Registry):
     for backend in registry.backends.values():
         if backend.claims(spec):
             return backend
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        present = sorted(p.name for p in path.iterdir())[:8]
+        raise UserError(
+            f"model {spec!r}: a directory no backend recognises (it has {present}); a tinylm checkpoint needs "
+            "config.json, model.safetensors or model.pt, and tokenizer.json; a transformers one needs config.json "
+            "with a model_type"
+        )
+    if "/" in spec and not path.exists() and ":" not in spec:
+        raise UserError(
+            f"model {spec!r}: no such directory; check the path, or write hf:{spec} for a Hugging Face Hub model"
+        )
     aliases = [s for b in registry.backends.values() for s, _ in b.available()]
     raise UserError(
         f"model {spec!r}: no backend recognises it{did_you_mean(spec, aliases)}; 'harness models' lists valid specs"

@@ -205,6 +205,16 @@ class SuiteRun:
             self.resources = resources
         return self.resources
 
+    def check_model_options(self) -> None:
+        """Let each model's backend refuse options it cannot honour (``Backend.check_options``, optional),
+        before the CLI creates the run directory."""
+        from harness.models import resolve_backend
+
+        for spec in self.model_specs:
+            check = getattr(resolve_backend(spec, self.registry), "check_options", None)
+            if check is not None:
+                check(spec, self._load_options())
+
     def _load_options(self) -> LoadOptions:
         return LoadOptions(
             device=self.device,

@@ -207,7 +207,10 @@ class TinyLMBackend:
     def claims(self, spec: str) -> bool:
         return spec.lower() in PRESETS or is_checkpoint_dir(Path(spec))
 
-    def load(self, spec: str, options: LoadOptions) -> TinyLMModel:
+    def check_options(self, spec: str, options: LoadOptions) -> str:
+        """Refuse option combinations this backend cannot honour (called before a run starts, and at load).
+
+        Returns the dtype name to use."""
         dtype_name = "float32" if options.dtype == "auto" else options.dtype.lower()
         if dtype_name not in WEIGHT_DTYPES:
             raise UserError(
@@ -221,6 +224,10 @@ class TinyLMBackend:
                 f"model {spec}: --dtype {dtype_name} applies to batch-1 decoding only; "
                 "drop --batch-size or use --dtype float32"
             )
+        return dtype_name
+
+    def load(self, spec: str, options: LoadOptions) -> TinyLMModel:
+        dtype_name = self.check_options(spec, options)
         model = self._load(spec, options)
         model.weight_dtype = WEIGHT_DTYPES[dtype_name]
         model.info.dtype = dtype_name

@@ -240,3 +240,22 @@ def test_resume_with_another_dtype_is_refused_and_keeps_the_samples(tmp_path):
     result = harness("run", suite, "--resume", run, "--dtype", "bfloat16")
     assert_one_line_error(result, str(run), "--dtype float32", "resume without --dtype")
     assert (run / "samples.jsonl").read_text() == before
+
+
+def test_directory_specs_say_what_is_missing(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    suite = write_suite(tmp_path, n_prompts=1, samples=1)
+    assert_one_line_error(harness("run", suite, "--models", str(ckpt)), "tokenizer.json", "config.json")
+    missing = f"{tmp_path}/nothere"
+    assert_one_line_error(harness("run", suite, "--models", missing), "no such directory", f"hf:{missing}")
+
+
+def test_option_conflicts_are_refused_before_any_run_directory_exists(tmp_path):
+    suite = write_suite(tmp_path, n_prompts=2, samples=1)
+    out = tmp_path / "r"
+    for extra in (["--dtype", "float16"], ["--dtype", "bfloat16", "--batch-size", "2"]):
+        result = harness("run", suite, "--models", "tinylm:random/2.5m", "--out", out, *extra)
+        assert_one_line_error(result, "tinylm:random/2.5m")
+        assert not out.exists()

@@ -287,6 +287,15 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
     assert [(r["model"], r["prompt_id"], r["sample_index"]) for r in merged.samples] == [
         (r["model"], r["prompt_id"], r["sample_index"]) for r in single.samples
     ]
+    for model in ("tinylm:random/2.5m", str(tiny_checkpoint)):  # peak memory: the peak over the shards
+        shard_peaks = [
+            r["metrics"]["peak_mem_mb"]
+            for k in (1, 2, 3)
+            for r in load_run(tmp_path / f"s{k}").model_metrics
+            if r["model"] == model
+        ]
+        (merged_entry,) = [r for r in merged.model_metrics if r["model"] == model]
+        assert merged_entry["metrics"]["peak_mem_mb"] == max(shard_peaks)
     merged_summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
     single_summary = json.loads((tmp_path / "single" / "summary.json").read_text())
     for metric in ("perplexity", "repetition_rate", "tokens_generated"):
