@@ -109,6 +109,10 @@ class Backend(Protocol):
     def available(self) -> list[tuple[str, str]]:
         """(spec, description) pairs that resolve right now, for ``harness models``."""
 
+    # Optional: ``check_options(spec, options) -> Any`` raises UserError for options this backend cannot
+    # honour; ``harness run`` calls it before creating the run directory (see docs/plugins.md). It is not
+    # part of the Protocol so that backends without it still satisfy ``isinstance(x, Backend)``.
+
 
 @dataclass
 class SampleContext:
