@@ -98,15 +98,11 @@ def build_hf_llama(config: Any) -> torch.nn.Module:
     """A randomly initialised ``LlamaForCausalLM`` with the preset's shape (RoPE instead of learned positions)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from harness.backends.hf_export import llama_shape
+
     hf_config = LlamaConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.dim,
-        num_hidden_layers=config.n_layers,
-        num_attention_heads=config.n_heads,
-        num_key_value_heads=config.n_heads,
-        intermediate_size=config.ffn_dim,
+        **llama_shape(config),
         tie_word_embeddings=True,
-        max_position_embeddings=config.max_seq_len,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,

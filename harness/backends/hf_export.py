@@ -16,10 +16,25 @@ from tokenizers import Tokenizer
 
 from harness.backends import hf_tinylm_arch
 from harness.backends.hf_tinylm_arch import TinyLMRefConfig, TinyLMRefForCausalLM
+from tinylm_ref.config import ModelConfig
 from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import BOS, EOS, PAD, UNK
 
 MODELING_FILE = "modeling_tinylm_ref.py"
+
+
+def llama_shape(cfg: ModelConfig) -> dict[str, int]:
+    """A tinylm_ref shape in the field names of transformers' Llama-family configs (Llama, SmolLM3...),
+    for building an equivalent-shaped model to compare against."""
+    return {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_heads,
+        "max_position_embeddings": cfg.max_seq_len,
+    }
 
 
 def tinylm_to_hf_state(model: LLM) -> dict:

@@ -23,6 +23,7 @@ import sys
 import pytest
 import torch
 
+from harness.backends.hf_export import export_tinylm_to_hf, llama_shape
 from harness.errors import UserError
 from harness.types import LoadOptions, SamplingParams
 from tests.harness.backends.hub_cache import put_in_hub_cache
@@ -49,13 +50,7 @@ def to_nope_smollm3(model: LLM, eps: float):
     cfg = model.config
     assert not model.pos_emb.weight.any(), "only a position-free tinylm model has a NoPE equivalent"
     config = SmolLM3Config(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.dim,
-        intermediate_size=cfg.ffn_dim,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=cfg.max_seq_len,
+        **llama_shape(cfg),
         rms_norm_eps=eps,
         tie_word_embeddings=True,
         no_rope_layers=[0] * cfg.n_layers,
@@ -97,8 +92,6 @@ def to_nope_smollm3(model: LLM, eps: float):
 def pairs(tmp_path_factory, tiny_checkpoint, tiny_tokenizer) -> dict[str, tuple[str, str]]:
     """name -> (tinylm spec, hf spec) over identical weights; HF_HOME is the returned dict's 'home'."""
     from transformers import PreTrainedTokenizerFast
-
-    from harness.backends.hf_export import export_tinylm_to_hf
 
     home = tmp_path_factory.mktemp("hf_home_eq")
     root = tmp_path_factory.mktemp("eq_build")
