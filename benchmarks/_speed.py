@@ -74,7 +74,7 @@ def run_reference(model: Any, prompt_ids: list[int], n: int, seed: int) -> Timin
     return Timing(gen.start_ns, list(gen.token_times_ns), gen.end_ns)
 
 
-# ------------------------------------------------------------------ (2) the seed's shape: no KV cache
+# ------------------------------------------------------------------ (2) the study's shape: no KV cache
 @torch.inference_mode()
 def run_naive(llm: torch.nn.Module, prompt_ids: list[int], n: int, seed: int) -> Timing:
     """Re-run the whole sequence every step, take the last logits, top-k sample, append."""

@@ -6,7 +6,7 @@ For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 
   (1) reference  ``TinyLMModel.generate`` exactly as the harness calls it (``eos_id = None``): the
                  prefill through ``LLM.forward``, then ``tinylm_ref.decoder.FastDecoder`` per token
   (1b) same      with ``--dtype bfloat16`` (the decode step's matrices in bf16; docs/performance.md)
-  (2) naive      the seed's shape: full forward over every token so far each step, no KV cache
+  (2) naive      the study's shape: full forward over every token so far each step, no KV cache
   (3) HF         transformers ``generate()`` on an equivalent ``LlamaForCausalLM`` (vocab, dim, layers,
                  heads, FFN, tied embeddings; RoPE instead of learned positions), do_sample, top-k 50,
                  temperature 0.8, min_new_tokens = max_new_tokens so EOS never ends it. Timed with a

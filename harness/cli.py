@@ -65,7 +65,7 @@ def run(
     from harness.rundir import ensure_new_dir, new_run_dir
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
-    from harness.tables import summary_table
+    from harness.terminal_table import summary_table
     from harness.work import Shard
 
     loaded = load_suite(suite)
@@ -157,7 +157,7 @@ def suites_validate(
     files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")], plugins_dir: PluginsDir = None
 ) -> None:
     """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
-    from harness.scoring import check_suite_inputs
+    from harness.metric_evaluation import check_suite_inputs
     from harness.suite import load_suite
 
     failed = False

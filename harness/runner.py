@@ -26,10 +26,10 @@ from harness import rundir
 from harness.devices import resolve_device
 from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
 from harness.errors import UserError
+from harness.metric_evaluation import model_metrics, sample_metrics, select_metrics
 from harness.models import load_model
 from harness.plugins import Registry
 from harness.references import load_reference_texts
-from harness.scoring import model_metrics, sample_metrics, select_metrics
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import write_summaries
 from harness.types import LoadOptions, Model

@@ -1,4 +1,4 @@
-"""Per-model aggregation of metric values: the numbers behind the seed's Table 2, with uncertainty."""
+"""Per-model aggregation of metric values: the numbers behind the study's Table 2, with uncertainty."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: plugin contracts must not cost a torch im
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Fixed sampling settings of a suite; the seed's are temperature 0.8, top-k 50, 256 new tokens."""
+    """Fixed sampling settings of a suite; the study's are temperature 0.8, top-k 50, 256 new tokens."""
 
     temperature: float = 0.8
     top_k: int | None = 50

@@ -19,7 +19,7 @@ import torch
 
 from harness.backends.tinylm import load_directory
 from harness.environment import cpu_name
-from harness.metrics._scoring import texts_bits_per_byte
+from harness.metrics._windowed_nll import texts_bits_per_byte
 from harness.types import SamplingParams
 from tinylm_ref.checkpoint import load_checkpoint, save_weights
 from tinylm_ref.data import iter_stories

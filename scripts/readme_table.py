@@ -1,4 +1,4 @@
-"""Print a Markdown table of a run's means beside the seed's Table 2 (for the README).
+"""Print a Markdown table of a run's means beside the study's Table 2 (for the README).
 
 python scripts/readme_table.py runs/tinystories-...
 """
@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.report.seed_table import SEED_MODELS, SEED_TABLE2
-from harness.tables import SEED_ORDER, format_value
+from harness.report.study_table import STUDY_MODELS, STUDY_TABLE2
+from harness.terminal_table import STUDY_ORDER, format_value
 
 
 def main() -> None:
@@ -19,14 +19,14 @@ def main() -> None:
     args = parser.parse_args()
     summary = json.loads((args.run / "summary.json").read_text())
     models = summary["models"]
-    seed_index = {name.lower(): i for i, name in enumerate(SEED_MODELS)}
+    seed_index = {name.lower(): i for i, name in enumerate(STUDY_MODELS)}
     head = ["#", "metric"] + [f"{m} (ours)" for m in models] + [f"{m} (seed)" for m in models if m in seed_index]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for i, metric in enumerate(SEED_ORDER, 1):
+    for i, metric in enumerate(STUDY_ORDER, 1):
         entry = summary["metrics"][metric]
         ours = [format_value(entry["models"][m]["mean"], entry["unit"]) for m in models]
-        seed = [format_value(SEED_TABLE2[metric][seed_index[m]], entry["unit"]) for m in models if m in seed_index]
+        seed = [format_value(STUDY_TABLE2[metric][seed_index[m]], entry["unit"]) for m in models if m in seed_index]
         print("| " + " | ".join([str(i), metric, *ours, *seed]) + " |")
     for metric in ("heldout_bpb", "eos_rate", "decode_tps"):
         if metric in summary["metrics"]:

@@ -15,7 +15,7 @@ _EXPORTS = {
     "load_checkpoint": "tinylm_ref.checkpoint",
     "save_checkpoint": "tinylm_ref.checkpoint",
     "PRESETS": "tinylm_ref.config",
-    "SEED_PARAMS": "tinylm_ref.config",
+    "STUDY_PARAMS": "tinylm_ref.config",
     "ModelConfig": "tinylm_ref.config",
     "get_preset": "tinylm_ref.config",
     "LLM": "tinylm_ref.model",
@@ -27,7 +27,7 @@ _EXPORTS = {
 __all__ = [
     "LLM",
     "PRESETS",
-    "SEED_PARAMS",
+    "STUDY_PARAMS",
     "Checkpoint",
     "CheckpointError",
     "Generation",
@@ -54,7 +54,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from tinylm_ref.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-    from tinylm_ref.config import PRESETS, SEED_PARAMS, ModelConfig, get_preset
+    from tinylm_ref.config import PRESETS, STUDY_PARAMS, ModelConfig, get_preset
     from tinylm_ref.generation import Generation
     from tinylm_ref.model import LLM, KVCache
     from tinylm_ref.sampling import generate

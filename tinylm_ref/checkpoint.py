@@ -63,8 +63,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(model: LLM, path: str | Path) -> None:
     """Load weights into ``model`` (fp32 compute), restoring a tied head and naming mismatched keys.
 
-    State dicts saved by other code with other parameter names go through the seed-layout loader
-    (``harness.backends.seed_layout``), which has the key-mapping option.
+    State dicts saved by other code with other parameter names go through the study-layout loader
+    (``harness.backends.study_layout``), which has the key-mapping option.
     """
     try:
         state = load_state_dict(path)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tinylm_ref.config import PRESETS, SEED_PARAMS, ModelConfig, get_preset
+from tinylm_ref.config import PRESETS, STUDY_PARAMS, ModelConfig, get_preset
 
 app = typer.Typer(help="The reference tiny decoder: tokenizers, training, sampling.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="BPE tokenizers.", no_args_is_help=True)
@@ -29,10 +29,10 @@ def _fail(message: str) -> None:
 
 @app.command()
 def info() -> None:
-    """Print the four presets with their parameter counts beside the seed's Table 1."""
+    """Print the four presets with their parameter counts beside the study's Table 1."""
     from tinylm_ref.model import LLM
 
-    table = Table(title="tinylm_ref presets (seed Table 1)")
+    table = Table(title="tinylm_ref presets (study Table 1)")
     for column in (
         "preset",
         "vocab",
@@ -42,13 +42,13 @@ def info() -> None:
         "ffn",
         "context",
         "params (ours)",
-        "params (seed)",
+        "params (study)",
         "diff",
     ):
         table.add_column(column, justify="right")
     for name, cfg in PRESETS.items():
         params = LLM(cfg).num_parameters()
-        seed = SEED_PARAMS[name]
+        study = STUDY_PARAMS[name]
         table.add_row(
             name,
             str(cfg.vocab_size),
@@ -58,8 +58,8 @@ def info() -> None:
             str(cfg.ffn_dim),
             str(cfg.max_seq_len),
             f"{params / 1e6:.2f}M",
-            f"{seed / 1e6:.1f}M",
-            f"{(params - seed) / seed:+.1%}",
+            f"{study / 1e6:.1f}M",
+            f"{(params - study) / study:+.1%}",
         )
     console.print(table)
 
@@ -111,7 +111,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/train_state.pt exactly.")] = False,
     cache_dir: Annotated[Path, typer.Option(help="Where tokenized data is cached.")] = Path(".cache/tinylm"),
 ) -> None:
-    """Train a model with the seed's recipe (every value overridable)."""
+    """Train a model with the study's recipe (every value overridable)."""
     from dataclasses import replace
 
     from tinylm_ref.data import iter_stories, tokenize_to_file

@@ -1,4 +1,4 @@
-"""Model configuration and the four presets of the seed study (its Table 1)."""
+"""Model configuration and the four presets of the study (its Table 1)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture hyper-parameters, with the field names the seed's code uses.
+    """Architecture hyper-parameters, with the field names the study's code uses.
 
-    The defaults are the seed's 10M model so that ``LLM(ModelConfig())`` builds
+    The defaults are the study's 10M model so that ``LLM(ModelConfig())`` builds
     the same network as the blog post's serving snippet.
     """
 
@@ -61,7 +61,7 @@ def _preset(vocab: int, dim: int, layers: int) -> ModelConfig:
     return ModelConfig(vocab_size=vocab, dim=dim, n_layers=layers, n_heads=4, ffn_dim=4 * dim, max_seq_len=256)
 
 
-#: The seed's Table 1. All four use context 256: the table states it for every size, while the
+#: The study's Table 1. All four use context 256: the table states it for every size, while the
 #: prose says 128 for 2.5M; we follow the table because it is the configuration the published
 #: parameter count (2.5M) was computed from, and because the suite asks for up to 256 new tokens.
 PRESETS: dict[str, ModelConfig] = {
@@ -71,8 +71,8 @@ PRESETS: dict[str, ModelConfig] = {
     "2.5m": _preset(512, 272, 2),
 }
 
-#: Parameter counts the seed reports in Table 1, for side-by-side display and tests.
-SEED_PARAMS: dict[str, float] = {"10m": 10.7e6, "7m": 6.9e6, "5m": 5.0e6, "2.5m": 2.5e6}
+#: Parameter counts the study reports in Table 1, for side-by-side display and tests.
+STUDY_PARAMS: dict[str, float] = {"10m": 10.7e6, "7m": 6.9e6, "5m": 5.0e6, "2.5m": 2.5e6}
 
 
 def get_preset(name: str) -> ModelConfig:

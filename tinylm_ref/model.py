@@ -64,7 +64,7 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """Gated FFN; with hidden = 4·dim it reproduces the seed's Table 1 parameter counts."""
+    """Gated FFN; with hidden = 4·dim it reproduces the study's Table 1 parameter counts."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -92,7 +92,7 @@ class Block(nn.Module):
 
 
 class LLM(nn.Module):
-    """Decoder-only language model; ``LLM(ModelConfig())`` is the seed's 10M network."""
+    """Decoder-only language model; ``LLM(ModelConfig())`` is the study's 10M network."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -117,7 +117,7 @@ class LLM(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_parameters(self) -> int:
-        """Unique parameters (the tied head counted once), as the seed's Table 1 counts them."""
+        """Unique parameters (the tied head counted once), as the study's Table 1 counts them."""
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
     def new_cache(self, batch_size: int = 1, capacity: int | None = None) -> KVCache:

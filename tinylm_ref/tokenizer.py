@@ -1,4 +1,4 @@
-"""Byte-level BPE tokenizers trained with Hugging Face ``tokenizers`` (the seed's BpeTrainer).
+"""Byte-level BPE tokenizers trained with Hugging Face ``tokenizers`` (the study's BpeTrainer).
 
 Byte-level pre-tokenization means any UTF-8 text round-trips exactly, even characters never seen
 in training (they fall back to byte tokens), which the 512-entry vocabulary of the 2.5M model needs.

@@ -1,4 +1,4 @@
-"""Training loop with the seed's recipe as defaults; exact resume from the last checkpoint.
+"""Training loop with the study's recipe as defaults; exact resume from the last checkpoint.
 
 A resumed run reproduces the uninterrupted loss curve because batches are a function of
 (seed, step) and the optimizer, scheduler and RNG states travel in ``train_state.pt``.
@@ -29,7 +29,7 @@ LOG_FIELDS = ["step", "tokens_seen", "lr", "train_loss", "val_loss", "tokens_per
 
 @dataclass
 class TrainConfig:
-    """The seed's recipe (AdamW 0.9/0.95, wd 0.01, lr 3e-4, warmup 500, cosine, batch 64, clip 1, 50k steps)."""
+    """The study's recipe (AdamW 0.9/0.95, wd 0.01, lr 3e-4, warmup 500, cosine, batch 64, clip 1, 50k steps)."""
 
     steps: int = 50_000
     batch_size: int = 64

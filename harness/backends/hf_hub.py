@@ -1,4 +1,4 @@
-"""Hugging Face Hub access shared by the ``hf`` backend and the seed-layout loader.
+"""Hugging Face Hub access shared by the ``hf`` backend and the study-layout loader.
 
 Environment variables are read when a model is *loaded*, not when huggingface_hub is imported:
 huggingface_hub freezes ``HF_HOME``/``HF_HUB_OFFLINE`` into module constants at import time, and a

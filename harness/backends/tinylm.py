@@ -1,7 +1,7 @@
 """The ``tinylm`` backend: the reference decoder from ``tinylm_ref`` on CPU or CUDA.
 
 Specs (see docs/backends.md):
-  ``10m`` ``7m`` ``5m`` ``2.5m``   the bundled checkpoints (else the seed's Hub repository)
+  ``10m`` ``7m`` ``5m`` ``2.5m``   the bundled checkpoints (else the study's Hub repository)
   ``tinylm:PATH`` or ``PATH``      a checkpoint directory (config.json + weights + tokenizer.json)
   ``tinylm:random/10m``            a randomly initialised preset (seed 0) with the bundled tokenizer
 """
@@ -31,7 +31,7 @@ from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
 PACKAGE_DIR = Path(tinylm_ref.__file__).resolve().parent
 BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
 TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
-SEED_HUB_REPO = "deycoding/deycoding-tiny-language-model"
+STUDY_HUB_REPO = "deycoding/deycoding-tiny-language-model"
 RANDOM_PREFIX = "random/"
 
 
@@ -165,16 +165,16 @@ def load_directory(path: Path, spec: str, device: torch.device) -> TinyLMModel:
 
 
 def load_seed_hub(preset: str, spec: str, device: torch.device, options: LoadOptions) -> TinyLMModel:
-    """The seed's own Hub repository (``.pt`` + tokenizer + config per size), for aliases without a bundled checkpoint."""
-    from harness.backends.seed_layout import load_seed_layout
+    """The study's own Hub repository (``.pt`` + tokenizer + config per size), for aliases without a bundled checkpoint."""
+    from harness.backends.study_layout import load_study_layout
 
     try:
-        ckpt = load_seed_layout(SEED_HUB_REPO, preset, options)
+        ckpt = load_study_layout(STUDY_HUB_REPO, preset, options)
     except UserError as exc:
         raise UserError(f"model {spec}: no bundled checkpoint in {BUNDLED_DIR}, and {exc}") from exc
     except Exception as exc:  # offline, missing files: one line, with the way out
         raise UserError(
-            f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the seed's Hub repo {SEED_HUB_REPO} "
+            f"model {spec}: no bundled checkpoint in {BUNDLED_DIR} and the study's Hub repo {STUDY_HUB_REPO} "
             f"is unreachable ({exc.__class__.__name__}); train one with 'tinylm train' or go online"
         ) from exc
     wrapped = _wrap(
@@ -264,7 +264,7 @@ class TinyLMBackend:
             where = (
                 f"bundled checkpoint {bundled}"
                 if is_checkpoint_dir(bundled)
-                else f"seed Hub repo {SEED_HUB_REPO} (network)"
+                else f"study Hub repo {STUDY_HUB_REPO} (network)"
             )
             rows.append((preset, where))
         rows += [(f"tinylm:random/{p}", "random weights, bundled tokenizer") for p in PRESETS]

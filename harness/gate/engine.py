@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import UserError, did_you_mean
-from harness.gate.compare import (
+from harness.gate.data import MetricMeta, Side
+from harness.gate.metric_tests import (
     IMPROVED,
     INCONCLUSIVE,
     INFO,
@@ -23,7 +24,6 @@ from harness.gate.compare import (
     Comparison,
     compare,
 )
-from harness.gate.data import MetricMeta, Side
 from harness.gate.rules import Rules
 from harness.gate.stats import holm
 

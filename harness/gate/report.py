@@ -16,8 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.gate.compare import IMPROVED, INCONCLUSIVE, INFO, MISSING, PASS, REGRESSION, WARNING, Comparison
 from harness.gate.engine import GateResult
+from harness.gate.metric_tests import IMPROVED, INCONCLUSIVE, INFO, MISSING, PASS, REGRESSION, WARNING, Comparison
 
 JSON_FORMAT = "tinylm-harness-gate"
 MARKDOWN_MARKER = "<!-- tinylm-harness-gate -->"  # lets a CI step find and update its PR comment in place

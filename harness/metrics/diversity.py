@@ -1,6 +1,6 @@
 """Vocabulary diversity: the share of a generation's tokens that are distinct.
 
-Stored as a fraction in (0, 1]; the unit "%" tells the report to display it x100 (the seed's
+Stored as a fraction in (0, 1]; the unit "%" tells the report to display it x100 (the study's
 82.3% is stored as 0.823). It falls with length by construction, so compare it between models
 with similar ``tokens_generated`` or alongside that metric.
 """

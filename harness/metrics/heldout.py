@@ -12,7 +12,7 @@ without them anyway, the value is missing rather than an error.
 
 Options (``ModelContext.options``): ``window`` (ids per ``score`` call, default and maximum the
 model's context length) and ``overlap`` (context ids re-read by each later window, default half
-the window); see ``harness.metrics._scoring``.
+the window); see ``harness.metrics._windowed_nll``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from harness.hookspecs import hookimpl
-from harness.metrics._scoring import texts_bits_per_byte
+from harness.metrics._windowed_nll import texts_bits_per_byte
 from harness.types import Metric, ModelContext
 
 RESOURCE = "reference_texts"

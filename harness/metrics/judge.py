@@ -1,6 +1,6 @@
 """Judge bits per byte: the fluency of each generation scored by one fixed judge model.
 
-A model's own perplexity rewards it for liking its own output (the seed's 2.5M model is "most
+A model's own perplexity rewards it for liking its own output (the study's 2.5M model is "most
 confident" while writing nonsense). Scoring every model's text under the same judge gives one
 yardstick. Per sample, the generated tokens are decoded with the model under test, re-encoded with
 the judge's own tokenizer (with the judge's BOS) and scored on their own, without the prompt, so
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from harness.hookspecs import hookimpl
-from harness.metrics._scoring import texts_bits_per_byte
+from harness.metrics._windowed_nll import texts_bits_per_byte
 from harness.types import Metric, SampleContext
 
 RESOURCE = "judge"

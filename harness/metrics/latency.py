@@ -56,7 +56,7 @@ def latency_ms(start_ns: int, end_ns: int) -> float:
 
 
 def tps(n_tokens: int, start_ns: int, end_ns: int) -> float | None:
-    """End-to-end tokens per second, ``n / total latency`` (the seed's Table 2 definition).
+    """End-to-end tokens per second, ``n / total latency`` (the study's Table 2 definition).
 
     Missing for ``n = 0``: zero tokens says nothing about speed, and counting it as 0 TPS would make
     a model that stops early look slow. Missing also for a zero-length interval (no division by 0).

@@ -1,6 +1,6 @@
 """Output length: how many tokens a model generates before EOS or the token budget.
 
-A plain count with no better direction (``higher_is_better=None``): the seed's 2.5M model is
+A plain count with no better direction (``higher_is_better=None``): the study's 2.5M model is
 "best" at it only because it never learns to stop, so a gate must not treat more as better.
 """
 

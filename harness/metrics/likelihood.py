@@ -36,7 +36,7 @@ def avg_token_prob(logprobs: Sequence[float]) -> float | None:
     """``(1/n) Σ p(g_i)``, the arithmetic mean of probabilities; missing for ``n = 0``.
 
     Unlike perplexity (a geometric mean) it is dominated by the confident tokens, which is why the
-    seed reports both.
+    study reports both.
     """
     if not logprobs:
         return None

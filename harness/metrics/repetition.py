@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from harness.hookspecs import hookimpl
 from harness.types import Metric, SampleContext
 
-#: The seed's window: a token counts as repeated if it occurred among the previous 10 tokens.
+#: The study's window: a token counts as repeated if it occurred among the previous 10 tokens.
 REPETITION_WINDOW = 10
-#: The seed's coherence unit: the first repeated 3-gram ends the coherent span.
+#: The study's coherence unit: the first repeated 3-gram ends the coherent span.
 COHERENCE_NGRAM = 3
 
 

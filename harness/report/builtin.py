@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from harness.report.browser import browser_section
-from harness.report.compare import comparison_section
+from harness.report.comparison_view import comparison_section
 from harness.report.context import ReportContext, run_label
 from harness.report.figures import distribution_section, scatter_section
 from harness.report.markup import esc, fmt_params
 from harness.report.sections import ReportSection
-from harness.report.tables import summary_section
+from harness.report.summary_tables import summary_section
 from harness.rundir import Run
 
 # Packages worth naming in the header even when the manifest lists many.
@@ -136,7 +136,7 @@ def builtin_sections() -> list[ReportSection]:
     return [
         ReportSection("header", "Runs", header_section, order=0),
         ReportSection("summary", "Summary (Table 2 layout)", summary_section, order=10),
-        ReportSection("scatter", "The seed's four scatter plots", scatter_section, order=30),
+        ReportSection("scatter", "The study's four scatter plots", scatter_section, order=30),
         ReportSection("distributions", "Metric distributions", distribution_section, order=40),
         ReportSection("comparison", "Comparison with the baseline run", comparison_section, order=50),
         ReportSection("samples", "Sample browser", browser_section, order=60),

@@ -20,14 +20,14 @@ import plotly.io as pio
 
 from harness.report.markup import json_block, slug
 from harness.rundir import Run
-from harness.tables import SEED_ORDER as _TABLE2_ORDER
+from harness.terminal_table import STUDY_ORDER as _TABLE2_ORDER
 
-# The seed's Table 2 rows come first (SEED_ORDER, shared with the terminal table); other metrics follow
+# The study's Table 2 rows come first (STUDY_ORDER, shared with the terminal table); other metrics follow
 # in the order the run registered them.
-SEED_ORDER = list(_TABLE2_ORDER)
+STUDY_ORDER = list(_TABLE2_ORDER)
 
-# Labels as the seed's Table 2 prints them; any other metric is labelled by its name and unit.
-SEED_LABELS = {
+# Labels as the study's Table 2 prints them; any other metric is labelled by its name and unit.
+STUDY_LABELS = {
     "ttft_ms": "TTFT (ms)",
     "tps": "TPS (tokens/sec)",
     "latency_ms": "Total Latency (ms)",
@@ -53,9 +53,9 @@ SYMBOLS = ["circle", "diamond", "square", "triangle-up", "x", "cross", "star", "
 
 
 def metric_label(name: str, meta: dict[str, Any]) -> str:
-    """Human label of a metric: the seed's wording for its nine, else ``name (unit)``."""
-    if name in SEED_LABELS:
-        return SEED_LABELS[name]
+    """Human label of a metric: the study's wording for its nine, else ``name (unit)``."""
+    if name in STUDY_LABELS:
+        return STUDY_LABELS[name]
     unit = meta.get("unit") or ""
     return f"{name} ({unit})" if unit else name
 
@@ -214,7 +214,7 @@ def _merged_metrics(runs: Iterable[Run]) -> tuple[dict[str, dict[str, Any]], lis
                         "description": "not described in metrics.json",
                     },
                 )
-    order = [m for m in SEED_ORDER if m in merged] + [m for m in merged if m not in SEED_ORDER]
+    order = [m for m in STUDY_ORDER if m in merged] + [m for m in merged if m not in STUDY_ORDER]
     return merged, order
 
 

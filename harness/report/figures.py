@@ -1,4 +1,4 @@
-"""Plotly figures: the seed's four scatter plots and a distribution plot for every sample-level metric.
+"""Plotly figures: the study's four scatter plots and a distribution plot for every sample-level metric.
 
 Every sample is one point, coloured by model (marker symbol by run), with the prompt id, category and
 the start of the output on hover, so an outlier can be traced to its text in the sample browser.
@@ -19,7 +19,7 @@ HOVER_OUTPUT_CHARS = 80
 
 @dataclass(frozen=True)
 class ScatterSpec:
-    """One of the seed's scatter plots: a metric on each axis."""
+    """One of the study's scatter plots: a metric on each axis."""
 
     key: str
     x: str
@@ -27,7 +27,7 @@ class ScatterSpec:
     title: str
 
 
-SEED_SCATTERS = [
+STUDY_SCATTERS = [
     ScatterSpec("tokens-vs-coherence", "tokens_generated", "coherence_length", "Tokens generated vs coherence length"),
     ScatterSpec("tokens-vs-repetition", "tokens_generated", "repetition_rate", "Tokens generated vs repetition rate"),
     ScatterSpec(
@@ -146,9 +146,9 @@ def distribution_figure(ctx: ReportContext, metric: str) -> go.Figure:
 
 
 def scatter_section(ctx: ReportContext) -> str:
-    """The seed's four plots in a 2×2 grid; a plot whose metrics the run lacks says so instead."""
+    """The study's four plots in a 2×2 grid; a plot whose metrics the run lacks says so instead."""
     parts = []
-    for spec in SEED_SCATTERS:
+    for spec in STUDY_SCATTERS:
         missing = [m for m in (spec.x, spec.y) if m not in ctx.metrics]
         if missing:
             parts.append(

@@ -76,7 +76,7 @@ def scale_of(meta: dict[str, Any]) -> float:
 
 
 def fmt_number(value: float | None) -> str:
-    """Three significant digits like the seed's Table 2 (297, 90.2, 5.50, 0.496); no exponent above 1000."""
+    """Three significant digits like the study's Table 2 (297, 90.2, 5.50, 0.496); no exponent above 1000."""
     if value is None or not math.isfinite(value):
         return "–"
     if abs(value) >= 1000:
@@ -109,7 +109,7 @@ def fmt_signed(value: float | None, meta: dict[str, Any]) -> str:
 
 
 def fmt_params(count: Any) -> str:
-    """Parameter count as the seed writes it (10.7M, 512K)."""
+    """Parameter count as the study writes it (10.7M, 512K)."""
     if not isinstance(count, (int, float)) or count <= 0:
         return ""
     if count >= 1e9:

@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from tinylm_ref import LLM, PRESETS, SEED_PARAMS, ModelConfig
+from tinylm_ref import LLM, PRESETS, STUDY_PARAMS, ModelConfig
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_preset_parameter_counts_within_5_percent_of_seed_table1(name):
+def test_preset_parameter_counts_within_5_percent_of_study_table1(name):
     params = LLM(PRESETS[name]).num_parameters()
-    assert abs(params - SEED_PARAMS[name]) / SEED_PARAMS[name] < 0.05
+    assert abs(params - STUDY_PARAMS[name]) / STUDY_PARAMS[name] < 0.05
 
 
 def test_presets_follow_table1_shapes():
@@ -19,7 +19,7 @@ def test_presets_follow_table1_shapes():
     ]
 
 
-def test_default_config_is_seed_10m_and_head_is_tied():
+def test_default_config_is_study_10m_and_head_is_tied():
     model = LLM(ModelConfig())
     assert model.config == PRESETS["10m"]
     assert model.head.weight is model.tok_emb.weight

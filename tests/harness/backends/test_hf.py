@@ -329,7 +329,7 @@ def test_available_lists_cached_repositories():
 
 def test_score_serves_judge_bpb_windowing():
     """judge_bpb calls encode + score over windows no longer than the context; the result is exact."""
-    from harness.metrics._scoring import texts_bits_per_byte
+    from harness.metrics._windowed_nll import texts_bits_per_byte
 
     judge = load(f"hf:{ORG}/gpt2")
     short = "The dog barked."

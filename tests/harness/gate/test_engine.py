@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from harness.errors import UserError
-from harness.gate.compare import IMPROVED, INCONCLUSIVE, INFO, MISSING, PASS, REGRESSION, WARNING
 from harness.gate.engine import GateResult
+from harness.gate.metric_tests import IMPROVED, INCONCLUSIVE, INFO, MISSING, PASS, REGRESSION, WARNING
 
 QUALITY = ["perplexity", "repetition_rate"]
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.metrics._scoring import bits_per_byte, resolve_window, texts_bits_per_byte, window_spans, windowed_nll
+from harness.metrics._windowed_nll import bits_per_byte, resolve_window, texts_bits_per_byte, window_spans, windowed_nll
 from harness.metrics.heldout import HELDOUT_BPB
 from harness.metrics.judge import JUDGE_BPB
 from harness.types import ModelContext

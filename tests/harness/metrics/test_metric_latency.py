@@ -26,8 +26,8 @@ def test_hand_computed_values():
     assert itl_ms(TIMES, 95) == pytest.approx(1.95)
 
 
-def test_tps_reproduces_the_seed_table():
-    # the seed's Table 2: 26.7 tokens / 90.2 ms = 296 TPS (here 267 tokens over 902 ms)
+def test_tps_reproduces_the_study_table():
+    # the study's Table 2: 26.7 tokens / 90.2 ms = 296 TPS (here 267 tokens over 902 ms)
     assert tps(267, 0, 902_000_000) == pytest.approx(296, abs=0.1)
 
 

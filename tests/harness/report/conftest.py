@@ -61,7 +61,7 @@ WORDS = [
     "he",
     "they",
 ]
-MODEL_PROFILES = {  # tps, ttft ms, vocabulary used, eos probability per token: roughly the seed's shapes
+MODEL_PROFILES = {  # tps, ttft ms, vocabulary used, eos probability per token: roughly the study's shapes
     0: (540.0, 4.1, 60, 0.03),
     1: (300.0, 5.5, 45, 0.04),
     2: (170.0, 7.8, 30, 0.035),

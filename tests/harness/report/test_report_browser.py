@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import write_report
-from harness.report.figures import SEED_SCATTERS
+from harness.report.figures import STUDY_SCATTERS
 from harness.rundir import load_run
 
 from .conftest import XSS_OUTPUT, XSS_PROMPT
@@ -40,7 +40,7 @@ def _expected_points(run_dirs: list[Path]) -> dict[str, int]:
     ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
     return {
         spec.key: sum(ok(s["metrics"].get(spec.x)) and ok(s["metrics"].get(spec.y)) for s in samples)
-        for spec in SEED_SCATTERS
+        for spec in STUDY_SCATTERS
     }
 
 
@@ -86,7 +86,7 @@ def test_report_in_headless_chromium(make_run, tmp_path):
                      svg: gd.querySelectorAll('.scatterlayer .point').length,
                      x: gd.layout.xaxis.title.text, y: gd.layout.yaxis.title.text}]))""")
             expected = _expected_points(runs)
-            assert set(points) == {s.key for s in SEED_SCATTERS}
+            assert set(points) == {s.key for s in STUDY_SCATTERS}
             for key, got in points.items():
                 assert got["data"] == got["svg"] == expected[key], key
                 assert got["traces"] == 6 and got["x"] and got["y"]

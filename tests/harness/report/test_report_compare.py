@@ -6,7 +6,7 @@ import numpy as np
 from scipy import stats
 
 from harness.report import write_report
-from harness.report.compare import compare_runs, comparisons, holm
+from harness.report.comparison_view import compare_runs, comparisons, holm
 from harness.report.context import build_context
 from harness.rundir import load_run
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.report import write_report
 from harness.report.context import build_context
-from harness.report.figures import SEED_SCATTERS, distribution_figure, scatter_figure
+from harness.report.figures import STUDY_SCATTERS, distribution_figure, scatter_figure
 from harness.rundir import load_run
 
 from .conftest import XSS_OUTPUT, Page
@@ -20,7 +20,7 @@ def _both(sample: dict, x: str, y: str) -> bool:
     return all(m.get(k) is not None and math.isfinite(m[k]) for k in (x, y))
 
 
-@pytest.mark.parametrize("spec", SEED_SCATTERS, ids=lambda s: s.key)
+@pytest.mark.parametrize("spec", STUDY_SCATTERS, ids=lambda s: s.key)
 def test_scatter_one_trace_per_model_one_point_per_sample(make_run, spec):
     run = load_run(make_run(models=("a", "b", "c"), n_prompts=10, samples_per_prompt=2))
     fig, omitted = scatter_figure(build_context([run]), spec)
@@ -36,18 +36,18 @@ def test_scatter_one_trace_per_model_one_point_per_sample(make_run, spec):
 def test_scatter_axis_titles_and_percent_scale(make_run):
     run = load_run(make_run())
     ctx = build_context([run])
-    fig, _ = scatter_figure(ctx, SEED_SCATTERS[1])
+    fig, _ = scatter_figure(ctx, STUDY_SCATTERS[1])
     assert fig.layout.xaxis.title.text == "Tokens Generated"
     assert fig.layout.yaxis.title.text == "Repetition Rate (%)"
     assert max(max(t.y) for t in fig.data) > 1  # fractions plotted as percent
-    tps_fig, _ = scatter_figure(ctx, SEED_SCATTERS[3])
+    tps_fig, _ = scatter_figure(ctx, STUDY_SCATTERS[3])
     assert tps_fig.layout.xaxis.title.text == "TPS (tokens/sec)"
     assert tps_fig.layout.yaxis.title.text == "Total Latency (ms)"
 
 
 def test_hover_has_prompt_category_and_escaped_output(make_run):
     run = load_run(make_run())
-    fig, _ = scatter_figure(build_context([run]), SEED_SCATTERS[0])
+    fig, _ = scatter_figure(build_context([run]), STUDY_SCATTERS[0])
     texts = list(fig.data[0].text)
     xss = next(t for t in texts if "p001" in t)
     assert "story openings" in xss
@@ -59,7 +59,7 @@ def test_colour_fixed_per_model_across_figures_and_runs(make_run):
     a = load_run(make_run("a", models=("m1", "m2")))
     b = load_run(make_run("b", models=("m2", "m1")))
     ctx = build_context([a, b])
-    fig, _ = scatter_figure(ctx, SEED_SCATTERS[0])
+    fig, _ = scatter_figure(ctx, STUDY_SCATTERS[0])
     colours = {}
     for trace in fig.data:
         model = trace.name.split(" · ")[0]
@@ -88,7 +88,7 @@ def test_report_html_embeds_every_figure(make_run, tmp_path):
     page = Page(text)
     ctx = build_context([load_run(run_dir)])
     scatter_divs = re.findall(r'data-scatter="([^"]+)"><div class="plot" id="([^"]+)"', text)
-    assert [k for k, _ in scatter_divs] == [s.key for s in SEED_SCATTERS]
+    assert [k for k, _ in scatter_divs] == [s.key for s in STUDY_SCATTERS]
     for _, fig_id in scatter_divs:
         spec = page.json[f"{fig_id}-spec"]
         assert len(spec["data"]) == 2 and spec["layout"]["xaxis"]["title"]["text"]

@@ -1,11 +1,11 @@
-"""Summary table in the seed's Table 2 layout, best per row by direction, batched apart, the seed's table."""
+"""Summary table in the study's Table 2 layout, best per row by direction, batched apart, the study's table."""
 
 from __future__ import annotations
 
 from harness.report import write_report
-from harness.report.context import SEED_ORDER, build_context
-from harness.report.seed_table import SEED_TABLE2, seed_table
-from harness.report.tables import best_models, summary_section, summary_table
+from harness.report.context import STUDY_ORDER, build_context
+from harness.report.study_table import STUDY_TABLE2, study_table
+from harness.report.summary_tables import best_models, summary_section, summary_table
 from harness.rundir import load_run
 from harness.summary import describe
 
@@ -94,7 +94,7 @@ def test_mixed_batched_flags_in_one_run_are_split(make_run):
     assert sum(len(s.samples) for s in ctx.series) == len(run.samples)
 
 
-def test_seed_table_only_for_tinystories_and_labelled(make_run, tmp_path):
+def test_study_table_only_for_tinystories_and_labelled(make_run, tmp_path):
     smoke = write_report([make_run("s", suite="smoke")], tmp_path / "s.html").read_text(encoding="utf-8")
     assert 'data-seed="true"' not in smoke
     tiny = write_report([make_run("t", suite="tinystories")], tmp_path / "t.html").read_text(encoding="utf-8")
@@ -102,8 +102,8 @@ def test_seed_table_only_for_tinystories_and_labelled(make_run, tmp_path):
     assert 'class="side-by-side"' in tiny  # beside ours
 
 
-def test_seed_table_values_as_published():
-    rows = table_rows(seed_table(), 'data-seed="true"')
+def test_study_table_values_as_published():
+    rows = table_rows(study_table(), 'data-seed="true"')
     assert rows[0] == ["#", "Metric", "10M", "7M", "5M", "2.5M"]
     by_label = {r[1]: r[2:] for r in rows[1:]}
     assert by_label["TTFT (ms)"] == ["5.5", "7.8", "4.1", "4.1"]
@@ -112,7 +112,7 @@ def test_seed_table_values_as_published():
     assert by_label["Avg Token Probability"] == ["0.496", "0.513", "0.494", "0.538"]
     assert by_label["Repetition Rate"] == ["13.0%", "12.2%", "9.5%", "6.8%"]
     assert by_label["Vocab Diversity"] == ["82.3%", "81.2%", "83.5%", "83.7%"]
-    assert list(SEED_TABLE2) == SEED_ORDER
+    assert list(STUDY_TABLE2) == STUDY_ORDER
 
 
 def test_header_shows_provenance_in_both_commit_formats(make_run):

@@ -1,4 +1,4 @@
-"""The summary table in the seed's Table 2 layout: metrics as rows, models as columns.
+"""The summary table in the study's Table 2 layout: metrics as rows, models as columns.
 
 Each cell is the mean with its 95% bootstrap CI (``harness.summary.describe``, the same numbers as
 summary.json); the best mean of a row is highlighted according to the metric's direction in
@@ -65,7 +65,7 @@ def _cell(stats: dict[str, Any] | None, meta: dict[str, Any], best: bool, model:
 
 
 def summary_table(ctx: ReportContext, series: Series) -> str:
-    """One series as the seed's Table 2: '#', 'Metric', then one column per model."""
+    """One series as the study's Table 2: '#', 'Metric', then one column per model."""
     stats = series_stats(ctx, series)
     if not stats:
         return '<p class="note">No metric values in this run.</p>'
@@ -98,15 +98,15 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
 
 
 def summary_section(ctx: ReportContext) -> str:
-    """A Table 2 per series (batched apart from batch-1), and the seed's table beside ours for TinyStories."""
-    from harness.report.seed_table import SEED_SUITE, applies, seed_table
+    """A Table 2 per series (batched apart from batch-1), and the study's table beside ours for TinyStories."""
+    from harness.report.study_table import STUDY_SUITE, applies, study_table
 
     parts = []
     beside = next(
         (
             i
             for i, s in enumerate(ctx.series)
-            if not s.batched and s.run.manifest.get("suite", {}).get("name") == SEED_SUITE
+            if not s.batched and s.run.manifest.get("suite", {}).get("name") == STUDY_SUITE
         ),
         None,
     )
@@ -118,8 +118,8 @@ def summary_section(ctx: ReportContext) -> str:
                 "not comparable with the batch-1 numbers of any other table.</p>"
             ) + table
         if index == beside:
-            table = f'<div class="side-by-side"><div>{table}</div><div>{seed_table(ctx)}</div></div>'
+            table = f'<div class="side-by-side"><div>{table}</div><div>{study_table(ctx)}</div></div>'
         parts.append(table)
     if beside is None and applies(ctx):
-        parts.append(seed_table(ctx))
+        parts.append(study_table(ctx))
     return "".join(parts)

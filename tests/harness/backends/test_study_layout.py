@@ -1,4 +1,4 @@
-"""The seed's Hub layout (``.pt`` state dicts + tokenizer JSON + a config file) loaded offline into tinylm_ref.
+"""The study's Hub layout (``.pt`` state dicts + tokenizer JSON + a config file) loaded offline into tinylm_ref.
 
 A fake ``deycoding/deycoding-tiny-language-model`` is written into a temporary Hub cache: the 10m size
 as a training checkpoint saved from a ``torch.compile``'d model with different parameter names, the
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.backends.seed_layout import SEED_REPO, SeedLayout, load_seed_layout, size_spellings, suggest_key_map
+from harness.backends.study_layout import STUDY_REPO, StudyLayout, load_study_layout, size_spellings, suggest_key_map
 from harness.errors import UserError
 from harness.types import LoadOptions
 from tests.harness.backends.hub_cache import put_in_hub_cache
@@ -27,7 +27,7 @@ from tinylm_ref.model import LLM
 COMMIT = "d" * 40
 CFG_10M = ModelConfig(vocab_size=320, dim=32, n_layers=2, n_heads=2, ffn_dim=64, max_seq_len=64)
 CFG_5M = ModelConfig(vocab_size=320, dim=24, n_layers=1, n_heads=3, ffn_dim=48, max_seq_len=48)
-CONFIG_PY = """# Seed-style architecture file: one section per size
+CONFIG_PY = """# Study-style architecture file: one section per size
 # 10M Model Config
 vocab_size = 320
 dim = 32
@@ -67,9 +67,9 @@ def seed_repo(tmp_path_factory, tiny_tokenizer) -> dict:
     for size in ("10m", "5m"):
         tiny_tokenizer.save(str(root / f"tinystories_{size}_tokenizer.json"))
     (root / "config.py").write_text(CONFIG_PY)
-    (root / "README.md").write_text("seed layout test repository\n")
+    (root / "README.md").write_text("study layout test repository\n")
     home = tmp_path_factory.mktemp("hf_home_seed")
-    snapshot = put_in_hub_cache(home / "hub", SEED_REPO, root, COMMIT)
+    snapshot = put_in_hub_cache(home / "hub", STUDY_REPO, root, COMMIT)
     return {"home": home, "root": root, "snapshot": snapshot, "10m": m10, "5m": m5}
 
 
@@ -93,20 +93,20 @@ def same_function(a: LLM, b: LLM) -> bool:
 
 
 def options(**layout) -> LoadOptions:
-    return LoadOptions(device="cpu", extra={"seed_layout": layout})
+    return LoadOptions(device="cpu", extra={"study_layout": layout})
 
 
 def error(*args, **kwargs) -> str:
     with pytest.raises(UserError) as info:
-        load_seed_layout(*args, **kwargs)
+        load_study_layout(*args, **kwargs)
     assert "\n" not in str(info.value)
     return str(info.value)
 
 
 def test_hub_repo_loads_offline_with_key_map(seed_repo):
-    ckpt = load_seed_layout(SEED_REPO, "10m", options(key_map=KEY_MAP))
+    ckpt = load_study_layout(STUDY_REPO, "10m", options(key_map=KEY_MAP))
     assert ckpt.config == CFG_10M and same_function(ckpt.model, seed_repo["10m"])
-    assert ckpt.revision == COMMIT and ckpt.source == f"{SEED_REPO}@{COMMIT}/tinystories_10m_final_model.pt"
+    assert ckpt.revision == COMMIT and ckpt.source == f"{STUDY_REPO}@{COMMIT}/tinystories_10m_final_model.pt"
     assert ckpt.files == {
         "weights": "tinystories_10m_final_model.pt",
         "tokenizer": "tinystories_10m_tokenizer.json",
@@ -125,37 +125,37 @@ def test_hub_repo_loads_offline_with_key_map(seed_repo):
 
 
 def test_plain_state_dict_needs_no_options_and_config_aliases_apply(seed_repo):
-    ckpt = load_seed_layout(SEED_REPO, "5m")
+    ckpt = load_study_layout(STUDY_REPO, "5m")
     assert ckpt.config == CFG_5M and same_function(ckpt.model, seed_repo["5m"])  # d_model, n_layer, block_size...
 
 
 def test_through_the_tinylm_backend_when_nothing_is_bundled(seed_repo, tmp_path, monkeypatch):
-    """The lead's fallback: the preset alias with no bundled checkpoint goes to the seed's Hub repo."""
+    """The lead's fallback: the preset alias with no bundled checkpoint goes to the study's Hub repo."""
     import harness.backends.tinylm as tinylm
     from harness.models import load_model
     from harness.plugins import get_registry
 
     monkeypatch.setattr(tinylm, "BUNDLED_DIR", tmp_path / "none")
     model = load_model("5m", get_registry(), LoadOptions(device="cpu"))
-    assert model.info.backend == "tinylm" and SEED_REPO in model.info.source and COMMIT in model.info.source
+    assert model.info.backend == "tinylm" and STUDY_REPO in model.info.source and COMMIT in model.info.source
     assert same_function(model.model, seed_repo["5m"])
 
 
 def test_unmatched_keys_are_named_with_a_suggested_key_map():
-    message = error(SEED_REPO, "10m", options())
+    message = error(STUDY_REPO, "10m", options())
     assert "tinystories_10m_final_model.pt" in message and "missing" in message and "unexpected" in message
     assert "blocks.0.attn.qkv.weight" in message and "layers.0.attn.qkv.weight" in message
     assert json.dumps(KEY_MAP) in message
 
 
 def test_missing_size_names_the_file_and_the_option():
-    message = error(SEED_REPO, "7m")
-    assert "tinystories_7m_final_model.pt" in message and "seed_layout 'weights' pattern" in message
+    message = error(STUDY_REPO, "7m")
+    assert "tinystories_7m_final_model.pt" in message and "study_layout 'weights' pattern" in message
 
 
 def test_repository_not_in_the_offline_cache():
-    message = error("someone/other-seed-repo", "10m")
-    assert "someone/other-seed-repo@main is not in the Hugging Face cache" in message and "HF_HUB_OFFLINE" in message
+    message = error("someone/other-study-repo", "10m")
+    assert "someone/other-study-repo@main is not in the Hugging Face cache" in message and "HF_HUB_OFFLINE" in message
 
 
 def copy_repo(seed_repo, tmp_path: Path, drop: tuple[str, ...] = ()) -> Path:
@@ -168,7 +168,7 @@ def test_local_directory_json_config_keyed_by_size_and_renamed_files(seed_repo, 
     local = copy_repo(seed_repo, tmp_path, drop=("config.py",))
     (local / "configs.json").write_text(json.dumps({"10M": CFG_10M.to_dict(), "5M": CFG_5M.to_dict()}))
     shutil.move(local / "tinystories_10m_final_model.pt", local / "weights-10M.pt")
-    ckpt = load_seed_layout(str(local), "10m", options(key_map=KEY_MAP, weights="weights-{size}.pt"))
+    ckpt = load_study_layout(str(local), "10m", options(key_map=KEY_MAP, weights="weights-{size}.pt"))
     assert (
         ckpt.revision is None and ckpt.files["config"] == "configs.json" and ckpt.files["weights"] == "weights-10M.pt"
     )
@@ -177,18 +177,18 @@ def test_local_directory_json_config_keyed_by_size_and_renamed_files(seed_repo, 
 
 def test_no_config_file_takes_shapes_then_the_preset(seed_repo, tmp_path):
     local = copy_repo(seed_repo, tmp_path, drop=("config.py",))
-    ckpt = load_seed_layout(str(local), "10m", options(key_map=KEY_MAP))  # n_heads comes from the embedded config
+    ckpt = load_study_layout(str(local), "10m", options(key_map=KEY_MAP))  # n_heads comes from the embedded config
     assert ckpt.config == CFG_10M and any("no config file" in n for n in ckpt.notes)
     torch.manual_seed(1)
     four_heads = LLM(ModelConfig(vocab_size=320, dim=32, n_layers=1, n_heads=4, ffn_dim=64, max_seq_len=40))
     torch.save(four_heads.state_dict(), local / "tinystories_2_5m_final_model.pt")  # another spelling of 2.5m
     shutil.copy(local / "tinystories_10m_tokenizer.json", local / "tinystories_2.5m_tokenizer.json")
-    small = load_seed_layout(str(local), "2.5m", options())
+    small = load_study_layout(str(local), "2.5m", options())
     assert small.config.n_heads == 4 and small.config.max_seq_len == 40 and same_function(small.model, four_heads)
     assert any("n_heads=4 from the 2.5m preset" in n for n in small.notes)
     assert "2_5m" in size_spellings("2.5m")
     with pytest.raises(UserError, match="no config file"):
-        load_seed_layout(str(local), "10m", options(key_map=KEY_MAP, config_required=True))
+        load_study_layout(str(local), "10m", options(key_map=KEY_MAP, config_required=True))
 
 
 def test_config_that_contradicts_the_weights_names_the_field(seed_repo, tmp_path):
@@ -220,20 +220,20 @@ def test_separate_projections_and_regex_key_map(seed_repo, tmp_path):
     }
     key_map_file = tmp_path / "key_map.json"
     key_map_file.write_text(json.dumps(key_map))
-    ckpt = load_seed_layout(str(local), "10m", options(key_map=str(key_map_file)))
+    ckpt = load_study_layout(str(local), "10m", options(key_map=str(key_map_file)))
     assert same_function(ckpt.model, model)
 
 
 def test_pickled_objects_are_refused(seed_repo, tmp_path):
     local = copy_repo(seed_repo, tmp_path)
-    torch.save({"model": SeedLayout(), "weights": torch.zeros(1)}, local / "tinystories_10m_final_model.pt")
+    torch.save({"model": StudyLayout(), "weights": torch.zeros(1)}, local / "tinystories_10m_final_model.pt")
     message = error(str(local), "10m", options())
     assert "weights-only" in message and "tinystories_10m_final_model.pt" in message
 
 
 def test_bad_options_are_named():
     with pytest.raises(UserError, match="unknown key"):
-        SeedLayout.from_options({"seed_layout": {"weight": "x.pt"}})
+        StudyLayout.from_options({"study_layout": {"weight": "x.pt"}})
     assert suggest_key_map(["blocks.0.a.weight", "blocks.1.a.weight"], ["h.0.a.weight", "h.1.a.weight"]) == {
         "h.": "blocks."
     }

@@ -1,6 +1,6 @@
-"""The seed's Hub repository layout, loaded into tinylm_ref: ``.pt`` state dicts + tokenizer JSON + config.
+"""The study's Hub repository layout, loaded into tinylm_ref: ``.pt`` state dicts + tokenizer JSON + config.
 
-The seed study published ``deycoding/deycoding-tiny-language-model`` with, per size, a PyTorch
+The study published ``deycoding/deycoding-tiny-language-model`` with, per size, a PyTorch
 state dict (``tinystories_10m_final_model.pt``), a tokenizers JSON (``tinystories_10m_tokenizer.json``)
 and "a config file with the architecture parameters" whose name and format it does not give. So
 nothing here hard-codes a format:
@@ -12,7 +12,7 @@ nothing here hard-codes a format:
   tinylm_ref field names and anything else is ignored and reported;
 * whatever the weights' shapes say (vocabulary, width, depth, FFN width, context) wins over a
   missing config field, and disagrees loudly with a wrong one; ``n_heads`` cannot be read from
-  shapes, so it comes from the config, else from the size's preset (the seed's Table 1);
+  shapes, so it comes from the config, else from the size's preset (the study's Table 1);
 * a key map renames state-dict keys whose names differ from tinylm_ref's (prefix renames, or
   ``re:`` regex renames); ``module.`` / ``_orig_mod.`` wrappers are stripped, and separate
   q/k/v or gate/up projections mapped to ``attn.q|k|v`` / ``ffn.gate|up`` are fused.
@@ -40,7 +40,7 @@ from harness.types import LoadOptions
 from tinylm_ref.config import PRESETS, ModelConfig
 from tinylm_ref.model import LLM
 
-SEED_REPO = "deycoding/deycoding-tiny-language-model"
+STUDY_REPO = "deycoding/deycoding-tiny-language-model"
 CONFIG_ALIASES: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size", "n_vocab", "vocab"),
     "dim": ("dim", "d_model", "n_embd", "hidden_size", "embed_dim", "emb_dim", "embedding_dim", "n_embed"),
@@ -66,7 +66,7 @@ STATE_KEYS = ("model_state_dict", "state_dict", "model", "module")
 
 
 @dataclass(frozen=True)
-class SeedLayout:
+class StudyLayout:
     """Where the files of one size live and how their keys map; every field has a documented default.
 
     Patterns are tried in order; ``{size}`` is replaced by each spelling of the size.
@@ -95,13 +95,13 @@ class SeedLayout:
     config_required: bool = False  # True: a missing config file is an error instead of "shapes + preset"
 
     @classmethod
-    def from_options(cls, extra: dict[str, Any] | None) -> SeedLayout:
-        """``LoadOptions.extra["seed_layout"]``: {weights, tokenizer, config: str | list, key_map: dict | JSON path}."""
-        given = dict((extra or {}).get("seed_layout") or {})
+    def from_options(cls, extra: dict[str, Any] | None) -> StudyLayout:
+        """``LoadOptions.extra["study_layout"]``: {weights, tokenizer, config: str | list, key_map: dict | JSON path}."""
+        given = dict((extra or {}).get("study_layout") or {})
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
             raise UserError(
-                f"seed_layout option: unknown key(s) {unknown}; use weights, tokenizer, config, key_map, config_required"
+                f"study_layout option: unknown key(s) {unknown}; use weights, tokenizer, config, key_map, config_required"
             )
         for name in ("weights", "tokenizer", "config"):
             if isinstance(given.get(name), str):
@@ -114,15 +114,15 @@ class SeedLayout:
                 given["key_map"] = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise UserError(
-                    f"seed_layout key_map: cannot read {path} as a JSON object ({exc.__class__.__name__}); "
+                    f"study_layout key_map: cannot read {path} as a JSON object ({exc.__class__.__name__}); "
                     'give a JSON file of {"old_prefix": "new_prefix"}'
                 ) from exc
         return cls(**given)
 
 
 @dataclass
-class SeedCheckpoint:
-    """A loaded seed-layout model. Unpacks as ``model, tokenizer, source, weights_sha256``."""
+class StudyCheckpoint:
+    """A loaded study-layout model. Unpacks as ``model, tokenizer, source, weights_sha256``."""
 
     model: LLM
     tokenizer: Tokenizer
@@ -187,7 +187,7 @@ def _python_assignments(text: str) -> dict[str, Any]:
 
 
 def _section_for_size(text: str, size: str) -> str:
-    """In a file of ``# 10M Model Config`` sections (the seed's blog style), the section of ``size``."""
+    """In a file of ``# 10M Model Config`` sections (the study's blog style), the section of ``size``."""
     spellings = {s.lower() for s in size_spellings(size)}
     sections: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
@@ -210,7 +210,7 @@ def read_config_file(path: Path, size: str) -> dict[str, Any]:
             data = json.loads(text)
         except ValueError as exc:
             raise UserError(
-                f"{path.name}: not valid JSON ({exc}); fix the file or set the seed_layout config pattern"
+                f"{path.name}: not valid JSON ({exc}); fix the file or set the study_layout config pattern"
             ) from exc
     elif path.suffix in (".yaml", ".yml"):
         import yaml
@@ -367,7 +367,7 @@ def build_config(
         if name in from_shapes and from_shapes[name] != value:
             raise UserError(
                 f"{where}: {name} = {value}, but the weights have {name} = {from_shapes[name]}; "
-                "fix the config or point the seed_layout config pattern at the right file"
+                "fix the config or point the study_layout config pattern at the right file"
             )
     preset = PRESETS.get(size.lower())
     merged: dict[str, Any] = {}
@@ -389,20 +389,20 @@ def build_config(
         raise UserError(f"{where}: {exc}") from exc
 
 
-def load_seed_layout(
-    repo_dir_or_id: str = SEED_REPO,
+def load_study_layout(
+    repo_dir_or_id: str = STUDY_REPO,
     size: str = "10m",
     options: LoadOptions | None = None,
-    layout: SeedLayout | None = None,
-) -> SeedCheckpoint:
-    """Load one size of a seed-layout repository (Hub id ``org/name[@rev]`` or a local directory).
+    layout: StudyLayout | None = None,
+) -> StudyCheckpoint:
+    """Load one size of a study-layout repository (Hub id ``org/name[@rev]`` or a local directory).
 
     Only that size's files are downloaded; with ``HF_HUB_OFFLINE=1`` the Hub cache must hold them.
-    ``options`` (optional) supplies the device and ``extra["seed_layout"]`` (see :class:`SeedLayout`);
+    ``options`` (optional) supplies the device and ``extra["study_layout"]`` (see :class:`StudyLayout`);
     an explicit ``layout`` wins over the options. The model stays float32 (tinylm_ref computes in fp32).
     """
-    layout = layout or SeedLayout.from_options(options.extra if options else None)
-    label = f"seed layout {repo_dir_or_id} ({size})"
+    layout = layout or StudyLayout.from_options(options.extra if options else None)
+    label = f"study layout {repo_dir_or_id} ({size})"
     if is_local_target(repo_dir_or_id):
         root, revision, repo_id = Path(repo_dir_or_id).expanduser(), None, None
         if not root.is_dir():
@@ -422,19 +422,19 @@ def load_seed_layout(
     if weights is None:
         raise UserError(
             f"{label}: no weights file in {where} (tried {', '.join(_candidates(layout.weights, size)[:4])}...); "
-            "set the seed_layout 'weights' pattern (docs/backends.md)"
+            "set the study_layout 'weights' pattern (docs/backends.md)"
         )
     tok_path = _find(root, layout.tokenizer, size)
     if tok_path is None:
         raise UserError(
             f"{label}: no tokenizer file in {where} (tried {', '.join(_candidates(layout.tokenizer, size)[:4])}...); "
-            "set the seed_layout 'tokenizer' pattern"
+            "set the study_layout 'tokenizer' pattern"
         )
     cfg_path = _find(root, layout.config, size)
     if cfg_path is None and layout.config_required:
         raise UserError(
             f"{label}: no config file in {where} (tried {', '.join(_candidates(layout.config, size)[:4])}...); "
-            "set the seed_layout 'config' pattern"
+            "set the study_layout 'config' pattern"
         )
 
     notes: list[str] = []
@@ -473,7 +473,7 @@ def load_seed_layout(
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         hint = suggest_key_map(missing, unexpected)
-        fix = f"try key_map {json.dumps(hint)}" if hint else "pass a seed_layout key_map"
+        fix = f"try key_map {json.dumps(hint)}" if hint else "pass a study_layout key_map"
         raise UserError(
             f"{label}: {weights.name} does not match tinylm_ref: {len(missing)} missing key(s) {missing[:4]}, "
             f"{len(unexpected)} unexpected {unexpected[:4]}; {fix} (docs/backends.md#key-mapping)"
@@ -504,7 +504,7 @@ def load_seed_layout(
         )
     files = {"weights": weights.name, "tokenizer": tok_path.name, **({"config": cfg_path.name} if cfg_path else {})}
     source = f"{repo_id}@{revision}/{weights.name}" if repo_id else str(weights.resolve())
-    return SeedCheckpoint(
+    return StudyCheckpoint(
         model=model,
         tokenizer=tokenizer,
         source=source,

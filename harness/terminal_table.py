@@ -1,4 +1,4 @@
-"""The terminal summary in the seed's Table 2 layout: metrics as rows, models as columns."""
+"""The terminal summary in the study's Table 2 layout: metrics as rows, models as columns."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-#: The seed's nine metrics first, in its order; everything else (extras, plugins) after, alphabetically.
-SEED_ORDER = (
+#: The study's nine metrics first, in its order; everything else (extras, plugins) after, alphabetically.
+STUDY_ORDER = (
     "ttft_ms",
     "tps",
     "latency_ms",
@@ -21,7 +21,7 @@ SEED_ORDER = (
 
 
 def ordered_metrics(names: list[str]) -> list[str]:
-    return [n for n in SEED_ORDER if n in names] + sorted(n for n in names if n not in SEED_ORDER)
+    return [n for n in STUDY_ORDER if n in names] + sorted(n for n in names if n not in STUDY_ORDER)
 
 
 def format_value(value: float | None, unit: str) -> str:
