@@ -55,7 +55,7 @@ from harness.gate import run_gate
 from harness.gate.data import MetricMeta, Round, Side, side_from_runs
 from harness.gate.rules import MetricRule, Rules, RulesFile, Settings
 from harness.gate.stats import binomial_ci
-from harness.rundir import load_run
+from harness.records import load_run
 
 ENV = {"cpu": "calibration", "platform": "calibration", "device": "cpu", "threads": 1}
 

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.errors import UserError
+from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, UserError
+from harness.user_text import one_line, plain
 
 app = typer.Typer(
     help="Benchmark and evaluate tiny language models.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -62,25 +63,38 @@ def run(
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
-    from harness.rundir import ensure_new_dir, new_run_dir
+    from harness.records import check_output_dir, ensure_new_dir, new_run_dir, read_manifest
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
     from harness.terminal_table import summary_table
     from harness.work import Shard
 
+    if out is not None and resume is not None:
+        raise UserError("--out and --resume: give one; --resume continues the directory it names")
+    if out is not None:  # a path that cannot hold the run is refused before any work
+        check_output_dir(out, "--out")
+    if resume is not None:  # a damaged run directory is refused before any model loads
+        read_manifest(resume)
     loaded = load_suite(suite)
     specs = [s.strip() for s in (models or "").split(",") if s.strip()]
     if not specs and resume is None:
         raise UserError("--models is required, e.g. --models 10m,7m,5m,2.5m ('harness models' lists specs)")
     if len(set(specs)) != len(specs):
         raise UserError(f"--models {models}: a model is listed twice")
-    if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    registry = _registry(plugins_dir)
-    from harness.models import resolve_backend
+    from harness.devices import resolve_device
+    from harness.models import check_specs
+    from harness.types import MAX_BATCH_SIZE, MAX_THREADS
+    from harness.validation import check_int, parse_model_options
 
-    for spec in specs:  # fail fast on specs no backend recognises, before any directory exists
-        resolve_backend(spec, registry)
+    check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    if threads is not None:
+        check_int("--threads", threads, 1, MAX_THREADS)
+    model_options = parse_model_options(model_option or [])
+    registry = _registry(plugins_dir)
+    # fail fast, before any directory exists: specs no backend recognises, option keys no backend reads,
+    # a device this machine does not have (spec syntax and option values: check_model_options below)
+    check_specs(specs, registry, model_options, loaded.suite.judge)
+    resolve_device(device or loaded.suite.device)
     options = RunOptions(
         device=device,
         threads=threads,
@@ -90,50 +104,35 @@ def run(
         progress=progress,
         dtype=dtype,
         compile=compile,
-        model_options=_parse_options(model_option or []),
+        model_options=model_options,
     )
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads {threads}: must be at least 1")
     suite_run = SuiteRun(loaded, specs, Path("."), registry, options, console, resume=resume is not None)
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
     if resume is None:
         suite_run.check_model_options()  # so do options a backend cannot honour (--dtype, --batch-size...)
     if resume is not None:
         run_dir = resume
-        if not (resume / "manifest.json").is_file():
-            raise UserError(f"--resume {resume}: not a run directory (no manifest.json)")
     elif out is not None:
         run_dir = ensure_new_dir(out, "--out")
     else:
         run_dir = new_run_dir(Path("runs"), loaded.suite.name)
-    suite_run.dir = run_dir
-    console.print(f"run directory: {run_dir}")
+    suite_run.dir, suite_run.created = run_dir, resume is None
+    console.print(plain(f"run directory: {run_dir}"))
     code = suite_run.execute()
     summary = suite_run.summary
     console.print(summary_table(summary))
     for outcome in suite_run.outcomes:
         if outcome.status == "failed":
-            err_console.print(f"error: {outcome.error}", highlight=False, soft_wrap=True, markup=False)
+            err_console.print(plain(f"error: {one_line(outcome.error)}"), soft_wrap=True)
     if code == 130:
         err_console.print(
-            f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}",
+            plain(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}"),
             soft_wrap=True,
-            highlight=False,
         )
     elif report:
         _write_report(run_dir, registry)
-    console.print(f"run directory: {run_dir}")
+    console.print(plain(f"run directory: {run_dir}"))
     raise typer.Exit(code)
-
-
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--model-option {pair!r}: expected KEY=VALUE, e.g. add_bos=false")
-        options[key.strip()] = value.strip()
-    return options
 
 
 def _write_report(run_dir: Path, registry) -> None:
@@ -144,12 +143,14 @@ def _write_report(run_dir: Path, registry) -> None:
         path = write_report([run_dir], run_dir / "report.html", registry.report_sections)
     except Exception as exc:
         err_console.print(
-            f"warning: the HTML report failed ({exc.__class__.__name__}: {exc}); "
-            f"results are intact; retry with: harness report {run_dir}",
-            highlight=False,
+            plain(
+                f"warning: the HTML report failed ({exc.__class__.__name__}: {one_line(exc)}); "
+                f"results are intact; retry with: harness report {run_dir}"
+            ),
+            soft_wrap=True,
         )
         return
-    console.print(f"report: {path}")
+    console.print(plain(f"report: {path}"))
 
 
 @suites_app.command("validate")
@@ -158,20 +159,29 @@ def suites_validate(
 ) -> None:
     """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
     from harness.metric_evaluation import check_suite_inputs
+    from harness.models import check_spec
     from harness.suite import load_suite
+    from harness.types import LoadOptions
 
     failed = False
     for path in files:
         try:
             loaded = load_suite(path)
-            check_suite_inputs(loaded, _registry(plugins_dir))
+            registry = _registry(plugins_dir)
+            check_suite_inputs(loaded, registry)
+            if loaded.suite.judge:  # its syntax, as run checks it before loading (the device is the machine's)
+                try:
+                    check_spec(loaded.suite.judge, registry, LoadOptions())
+                except UserError as exc:
+                    raise UserError(f"{path}: field 'judge': {exc}") from None
             console.print(
-                f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
-                f"sha256 {loaded.sha256[:12]})",
-                highlight=False,
+                plain(
+                    f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
+                    f"sha256 {loaded.sha256[:12]})"
+                )
             )
         except UserError as exc:
-            err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+            err_console.print(plain(f"error: {one_line(exc)}"), soft_wrap=True)
             failed = True
     raise typer.Exit(2 if failed else 0)
 
@@ -185,7 +195,7 @@ def models_command(plugins_dir: PluginsDir = None) -> None:
         table.add_column(column)
     for name, backend in registry.backends.items():
         for spec, description in backend.available():
-            table.add_row(name, spec, description)
+            table.add_row(plain(name), plain(spec), plain(description))
     console.print(table)
 
 
@@ -197,7 +207,7 @@ def plugins(plugins_dir: PluginsDir = None) -> None:
     for column in ("plugin", "origin", "version", "registered"):
         table.add_column(column)
     for info in registry.plugins.values():
-        table.add_row(info.name, info.origin, info.version or "", ", ".join(info.registered))
+        table.add_row(*(plain(v) for v in (info.name, info.origin, info.version or "", ", ".join(info.registered))))
     console.print(table)
 
 
@@ -250,16 +260,21 @@ def main() -> None:
         if isinstance(result, int):
             sys.exit(result)
     except UserError as exc:
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        err_console.print(error_line(exc), highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # usage errors from (typer's vendored) click: one message, exit 2
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            sys.exit(exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else 2)
+            sys.exit(exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else EXIT_INPUT)
         if exc.__class__.__name__ == "Abort":
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         raise
+
+
+def error_line(exc: UserError) -> str:
+    """The one line a user error prints (newlines folded: CI logs and tests read one line)."""
+    return "error: " + " ".join(str(exc).split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from harness.errors import UserError, did_you_mean
 from harness.plugins import Registry
 from harness.types import LoadOptions, Model
+from harness.validation import check_option_keys
 
 
 def split_spec(spec: str, registry: Registry) -> tuple[str | None, str]:
@@ -48,6 +50,25 @@ def resolve_backend(spec: str, registry: Registry):
     raise UserError(
         f"model {spec!r}: no backend recognises it{did_you_mean(spec, aliases)}; 'harness models' lists valid specs"
     )
+
+
+def check_specs(specs: list[str], registry: Registry, model_options: dict[str, str], judge: str | None = None) -> None:
+    """What ``harness run`` checks before it creates anything: every spec resolves to a backend, and every
+    ``--model-option`` key is read by one of the run's backends (the judge's included, it gets the same
+    options). Spec syntax and option values are the backends' ``check_options``, called next."""
+    backends = [resolve_backend(spec, registry) for spec in specs]
+    if judge:
+        with contextlib.suppress(UserError):  # a bad judge spec is reported with the suite's resources
+            backends.append(resolve_backend(judge, registry))
+    check_option_keys(model_options, backends or list(registry.backends.values()))
+
+
+def check_spec(spec: str, registry: Registry, options: LoadOptions) -> None:
+    """Resolve ``spec`` and let its backend refuse bad syntax or options (``Backend.check_options``)."""
+    backend = resolve_backend(spec, registry)
+    check = getattr(backend, "check_options", None)
+    if check is not None:
+        check(spec, options)
 
 
 def load_model(spec: str, registry: Registry, options: LoadOptions, name: str | None = None) -> Model:

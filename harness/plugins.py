@@ -120,9 +120,11 @@ def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | N
 def _drop_plugin(registry: Registry, plugin: str) -> None:
     """Forget everything ``plugin`` registered, so a half-registered plugin leaves nothing behind."""
     owned = [key for key, owner in registry.owner.items() if owner == plugin]
+    tables: dict[str, dict[str, Any]] = {"backend": registry.backends, "metric": registry.metrics}
     for kind, name in owned:
         del registry.owner[(kind, name)]
-        registry.backends.pop(name, None) if kind == "backend" else registry.metrics.pop(name, None)
+        if kind in tables:  # report sections live in a list, dropped below by name
+            tables[kind].pop(name, None)
     dropped_sections = {name for kind, name in owned if kind == "section"}
     registry.report_sections[:] = [s for s in registry.report_sections if s.name not in dropped_sections]
     registry.plugins.pop(plugin, None)

@@ -1,18 +1,20 @@
 """The runner: suite × models -> samples -> metrics -> run directory.
 
 Every sample is seeded from (suite seed, prompt id, sample index) alone, so it is the same whatever
-the order, a resume, a shard split, or which other models ran; samples are appended and fsynced as
-they finish so an interruption loses at most the one in flight.
+the order, a resume, a shard split, or which other models ran; samples are appended and flushed as
+they finish so an interruption (a signal, a full disk) loses at most the one in flight, and the
+manifest then says ``interrupted`` so ``--resume`` finishes the run.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import os
+import shutil
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,23 +22,28 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import rundir
+from harness import records
 from harness.devices import resolve_device
 from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
-from harness.errors import UserError
-from harness.metric_evaluation import model_metrics, sample_metrics, select_metrics
+from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, UserError
+from harness.metric_evaluation import select_metrics
+from harness.model_pass import elapsed_s, generate_pass, score_model
 from harness.models import load_model
 from harness.plugins import Registry
+from harness.records import Manifest, ModelEntry, RunSettings, ShardSpec, SuiteRecord, Throughput
+from harness.records.files import dump_json, is_disk_full
+from harness.records.samples import SuiteMembership
 from harness.references import load_reference_texts
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import write_summaries
 from harness.types import LoadOptions, Model
-from harness.work import Shard, derive_seed
+from harness.work import Shard
 
-FORMAT_VERSION = 1
-WARMUP_PROMPT = "Once upon a time"
+#: Space kept in the run directory so that a full disk can still be recorded as an interruption.
+RESERVE = ".reserve"
 
 
 @dataclass
@@ -70,8 +77,16 @@ class Interrupted(BaseException):
     """
 
 
+class DiskFull(Exception):
+    """Writing the run directory failed for lack of space; carries the original error."""
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, DiskFull) or is_disk_full(exc)
 
 
 class SuiteRun:
@@ -95,100 +110,67 @@ class SuiteRun:
             console,
         )
         self.model_specs, self.dir, self.resume = model_specs, out_dir, resume
-        self.sampling = self.suite.sampling.params()
         self.device = options.device or self.suite.device
         self.metrics = select_metrics(self.suite, self.loaded.path, registry)
         self.outcomes: list[ModelOutcome] = []
-        self.manifest: dict[str, Any] = {}
+        self.manifest: Manifest | None = None
         self.resources: dict[str, Any] | None = None
         self.summary: dict[str, Any] = {}  # summary.json content, set by finish()
+        self.created = False  # this process made the directory (a failed start may remove it)
         threads = options.threads or self.suite.threads
         if threads:  # before the manifest records the environment, so it records what runs
             torch.set_num_threads(threads)
 
     # ---------------------------------------------------------------- manifest
-    def _initial_manifest(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "run_id": self.dir.name,
-            "status": "running",
-            "created_at": _now(),
-            "finished_at": None,
-            "command": self.options.command,
-            "suite": {
-                "name": self.suite.name,
-                "path": str(self.loaded.path),
-                "sha256": self.loaded.sha256,
-                "prompts_sha256": self.loaded.prompts_sha256,
-                "n_prompts": len(self.loaded.prompts),
-                "samples_per_prompt": self.suite.samples_per_prompt,
-                "sampling": self.suite.sampling.model_dump(),
-                "warmup": self.suite.warmup,
-                "definition": {
-                    **self.suite.model_dump(exclude={"prompts"}),
-                    "prompts": [p.model_dump() for p in self.loaded.prompts],
-                },
+    def _settings(self) -> RunSettings:
+        shard = self.options.shard
+        return RunSettings(
+            batch_size=self.options.batch_size,
+            dtype=self.options.dtype or "float32",
+            compile=self.options.compile,
+            shard=None if shard is None else ShardSpec(index=shard.index, count=shard.count),
+        )
+
+    def _initial_manifest(self) -> Manifest:
+        settings = self._settings()
+        suite = SuiteRecord(
+            name=self.suite.name,
+            path=str(self.loaded.path),
+            sha256=self.loaded.sha256,
+            prompts_sha256=self.loaded.prompts_sha256,
+            n_prompts=len(self.loaded.prompts),
+            samples_per_prompt=self.suite.samples_per_prompt,
+            sampling=self.suite.sampling.model_dump(),
+            warmup=self.suite.warmup,
+            definition={
+                **self.suite.model_dump(exclude={"prompts"}),
+                "prompts": [p.model_dump() for p in self.loaded.prompts],
             },
-            "models": [
-                {"name": spec, "spec": spec, "status": "pending", "error": None, "info": None}
-                for spec in self.model_specs
-            ],
-            "batch_size": self.options.batch_size,
-            "dtype": self.options.dtype or "float32",
-            "compile": self.options.compile,
-            "shard": None
-            if self.options.shard is None
-            else {"index": self.options.shard.index, "count": self.options.shard.count},
-            "environment": describe_environment(str(resolve_device(self.device))),
-        }
+        )
+        return Manifest(
+            format_version=records.FORMAT_VERSION,
+            run_id=self.dir.name,
+            status="running",
+            created_at=_now(),
+            finished_at=None,
+            command=self.options.command,
+            suite=suite,
+            models=[self._new_entry(spec) for spec in self.model_specs],
+            batch_size=settings.batch_size,
+            dtype=settings.dtype,
+            compile=settings.compile,
+            shard=settings.shard,
+            environment=describe_environment(str(resolve_device(self.device))),
+        )
+
+    @staticmethod
+    def _new_entry(spec: str) -> ModelEntry:
+        return ModelEntry(name=spec, spec=spec, status="pending", error=None, info=None)
 
     def _save_manifest(self) -> None:
-        rundir.write_json_atomic(self.dir / rundir.MANIFEST, self.manifest)
+        records.write_manifest(self.dir, self.manifest)
 
-    def _model_entry(self, name: str) -> dict[str, Any]:
-        return next(m for m in self.manifest["models"] if m["name"] == name)
-
-    # ---------------------------------------------------------------- work
-    def work_items(self, model: str) -> Iterator[tuple[Prompt, int]]:
-        for prompt in self.loaded.prompts:
-            for sample_index in range(self.suite.samples_per_prompt):
-                if self.options.shard is None or self.options.shard.owns(model, prompt.id, sample_index):
-                    yield prompt, sample_index
-
-    def _record(
-        self,
-        model: Model,
-        prompt: Prompt,
-        sample_index: int,
-        seed: int,
-        prompt_ids: list[int],
-        generation: Any,
-        values: dict[str, float | None],
-        errors: dict[str, str],
-    ) -> dict[str, Any]:
-        start = generation.start_ns
-        return {
-            "suite": self.suite.name,
-            "model": model.info.name,
-            "prompt_id": prompt.id,
-            "category": prompt.category,
-            "sample_index": sample_index,
-            "seed": seed,
-            "prompt_text": prompt.text,
-            "prompt_tokens": len(prompt_ids),
-            "output_text": model.decode(generation.tokens),
-            "output_ids": list(generation.tokens),
-            "eos_hit": bool(generation.eos_hit),
-            "stop_reason": generation.stop_reason,
-            "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],
-            "end_ms": round((generation.end_ns - start) / 1e6, 4),
-            "logprobs": [round(lp, 6) if math.isfinite(lp) else None for lp in generation.logprobs],
-            "batched": self.options.batch_size > 1,
-            "flags": ["nonfinite"] if generation.nonfinite else [],
-            "metrics": values,
-            "metric_errors": errors,
-        }
-
+    # ---------------------------------------------------------------- inputs checked before the directory exists
     def load_resources(self) -> dict[str, Any]:
         """Reference texts and judge model, loaded only when a selected metric requires them.
 
@@ -226,87 +208,97 @@ class SuiteRun:
             extra=dict(self.options.model_options),
         )
 
-    def _warmup(self, model: Model) -> None:
-        ids = model.encode(WARMUP_PROMPT)
-        for i in range(self.suite.warmup):
-            model.generate(ids, self.sampling, torch.Generator(device="cpu").manual_seed(i))
+    # ---------------------------------------------------------------- one model
+    def work_items(self, model: str) -> list[tuple[Prompt, int]]:
+        shard = self.options.shard
+        return [
+            (prompt, index)
+            for prompt in self.loaded.prompts
+            for index in range(self.suite.samples_per_prompt)
+            if shard is None or shard.owns(model, prompt.id, index)
+        ]
 
     def _run_model(
         self,
         spec: str,
         done: set[tuple[str, str, int]],
-        out: rundir.JsonlAppender,
-        model_out: rundir.JsonlAppender,
+        earlier: list[dict[str, Any]],
+        out: records.JsonlAppender,
+        model_out: records.JsonlAppender,
         resources: dict[str, Any],
         progress: Progress,
     ) -> ModelOutcome:
-        entry = self._model_entry(spec)
+        entry = self.manifest.model(spec)
         outcome = ModelOutcome(name=spec, status="ok")
         t0 = time.perf_counter()
         reset_peak_rss()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        # samples of this model from earlier sessions count for model-level metrics and throughput
-        records = [r for r in rundir.iter_jsonl(self.dir / rundir.SAMPLES) if r["model"] == spec]
-        previous = entry.get("throughput") or {}
-        tokens, generation_ns = previous.get("tokens", 0), int(previous.get("generation_s", 0) * 1e9)
+        previous = entry.throughput or Throughput(batch_size=self.options.batch_size)
+        tokens, generation_s = previous.tokens, previous.generation_s
         model = None
         try:
             model = load_model(spec, self.registry, self._load_options(), name=spec)
-            entry["info"] = model.info.to_dict()
-            entry["load_s"] = round(time.perf_counter() - t0, 3)
+            entry.info = model.info.to_dict()
+            entry.load_s = elapsed_s(t0)
             items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
             encoded = {p.id: self._encode_checked(model, p, spec) for p, _ in items}  # every prompt, up front
-            task = progress.add_task(spec, total=len(items))
-            if items:
-                self._warmup(model)
-            for batch in _chunks(items, self.options.batch_size):
-                prompt_ids = [encoded[prompt.id] for prompt, _ in batch]
-                seeds = [derive_seed(self.sampling.seed, prompt.id, index) for prompt, index in batch]
-                generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-                if len(batch) > 1 and hasattr(model, "generate_batch"):
-                    generations = model.generate_batch(prompt_ids, self.sampling, generators)
-                    generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
-                else:  # batch 1, or a backend without a batched path: one at a time
-                    generations = [
-                        model.generate(ids, self.sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)
-                    ]
-                    generation_ns += sum(g.end_ns - g.start_ns for g in generations)
-                for (prompt, sample_index), seed, ids, generation in zip(
-                    batch, seeds, prompt_ids, generations, strict=True
-                ):
-                    values, errors = sample_metrics(self.metrics, generation, ids, model, self.sampling, resources)
-                    record = self._record(model, prompt, sample_index, seed, ids, generation, values, errors)
-                    out.append(record)
-                    records.append(record)
-                    tokens += len(generation.tokens)
-                    outcome.samples += 1
-                    progress.advance(task)
-            self._model_metrics(model, records, resources, model_out)
+            task = progress.add_task(escape(spec), total=len(items))
+            result = generate_pass(
+                model,
+                self.loaded,
+                items,
+                encoded,
+                self.metrics,
+                resources,
+                self.options.batch_size,
+                out,
+                lambda: progress.advance(task),
+            )
+            outcome.samples = result.samples
+            tokens, generation_s = tokens + result.tokens, generation_s + result.generation_ns / 1e9
+            if result.timing is not None:
+                entry.timing = result.timing
+            score_model(model, self.metrics, earlier + result.records, resources, self._peak_mem_mb(model), model_out)
         except (KeyboardInterrupt, Interrupted):
             outcome.status = "interrupted"
             raise
-        except UserError as exc:
-            outcome.status, outcome.error, outcome.input_error = "failed", str(exc), True
+        except (OSError, UserError) as exc:
+            if _is_disk_full(exc):
+                outcome.status = "interrupted"
+                raise DiskFull(str(exc)) from exc
+            if isinstance(exc, UserError):
+                outcome.status, outcome.error, outcome.input_error = "failed", str(exc), True
+            else:
+                outcome.status, outcome.error = "failed", self._crash(spec, exc)
         except Exception as exc:  # a crashing backend fails its model only; the other models still run
-            outcome.status = "failed"
-            outcome.error = f"model {spec} crashed: {exc.__class__.__name__}: {exc} (traceback in the run directory)"
-            (self.dir / f"error-{spec.replace('/', '_').replace(':', '_')}.txt").write_text(traceback.format_exc())
+            outcome.status, outcome.error = "failed", self._crash(spec, exc)
         finally:
             outcome.wall_s = time.perf_counter() - t0
-            entry.update(status=outcome.status, error=outcome.error, wall_s=round(outcome.wall_s, 3))
-            entry["throughput"] = {
-                "batch_size": self.options.batch_size,
-                "tokens": tokens,
-                "generation_s": round(generation_ns / 1e9, 4),
-                "tokens_per_s": round(tokens / (generation_ns / 1e9), 2) if generation_ns else None,
-            }
-            out.sync()  # the manifest may now say "ok": its samples must be as durable as it is
-            model_out.sync()
-            self._save_manifest()
+            entry.status, entry.error, entry.wall_s = outcome.status, outcome.error, round(outcome.wall_s, 3)
+            entry.throughput = Throughput.of(self.options.batch_size, tokens, generation_s)
             if model is not None:
                 model.close()
+            try:
+                self._checkpoint(out, model_out)
+            except (OSError, UserError) as exc:
+                if not _is_disk_full(exc):
+                    raise
+                entry.status = outcome.status = "interrupted"
+                raise DiskFull(str(exc)) from exc
         return outcome
+
+    def _checkpoint(self, *appenders: records.JsonlAppender) -> None:
+        """Make the samples durable, then the manifest that may now say "ok" about them."""
+        for appender in appenders:
+            appender.sync()
+        self._save_manifest()
+
+    def _crash(self, spec: str, exc: Exception) -> str:
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in spec)
+        with contextlib.suppress(UserError):  # the error line itself still reaches the manifest and terminal
+            records.write_text_atomic(self.dir / f"error-{name}.txt", traceback.format_exc())
+        return f"model {spec} crashed: {exc.__class__.__name__}: {exc} (traceback in the run directory)"
 
     def _encode_checked(self, model: Model, prompt: Prompt, spec: str) -> list[int]:
         ids = model.encode(prompt.text)
@@ -317,69 +309,56 @@ class SuiteRun:
             )
         return ids
 
-    def _model_metrics(
-        self, model: Model, records: list[dict[str, Any]], resources: dict[str, Any], model_out: rundir.JsonlAppender
-    ) -> None:
-        model_resources = {**resources, "peak_mem_mb": self._peak_mem_mb(model)}
-        values, errors = model_metrics(self.metrics, model, records, model_resources)
-        if values or errors:
-            model_out.append({"model": model.info.name, "metrics": values, "metric_errors": errors})
-
     @staticmethod
     def _peak_mem_mb(model: Model) -> float | None:
         if model.info.device.startswith("cuda"):
             return torch.cuda.max_memory_allocated() / 2**20
         return peak_rss_mb()
 
-    # ---------------------------------------------------------------- orchestration
-    def _done_samples(self) -> tuple[set[tuple[str, str, int]], set[str]]:
-        done = {(r["model"], r["prompt_id"], r["sample_index"]) for r in rundir.iter_jsonl(self.dir / rundir.SAMPLES)}
-        models_done = {m["name"] for m in self.manifest["models"] if m["status"] == "ok"}
-        return done, models_done
-
-    def _adopt_recorded_options(self) -> None:
+    # ---------------------------------------------------------------- resume
+    def _adopt_recorded_settings(self) -> None:
         """A resumed run keeps the batch size, dtype, compile flag and shard it started with (they change
         the numbers); a conflicting flag is an error."""
-        recorded_batch = self.manifest.get("batch_size", 1)
-        recorded_shard = self.manifest.get("shard")
-        recorded_dtype = self.manifest.get("dtype", "float32")  # runs before dtype was recorded were float32
-        recorded_compile = self.manifest.get("compile", False)
-        if self.options.batch_size not in (1, recorded_batch):
-            raise UserError(f"{self.dir}: was run with --batch-size {recorded_batch}; resume without --batch-size")
-        if self.options.dtype not in (None, recorded_dtype):
-            raise UserError(f"{self.dir}: was run with --dtype {recorded_dtype}; resume without --dtype")
-        if self.options.compile and not recorded_compile:
+        recorded = self.manifest.settings
+        if self.options.batch_size not in (1, recorded.batch_size):
+            raise UserError(f"{self.dir}: was run with --batch-size {recorded.batch_size}; resume without --batch-size")
+        if self.options.dtype not in (None, recorded.dtype):
+            raise UserError(f"{self.dir}: was run with --dtype {recorded.dtype}; resume without --dtype")
+        if self.options.compile and not recorded.compile:
             raise UserError(f"{self.dir}: was run without --compile; resume without --compile")
-        self.options.dtype, self.options.compile = recorded_dtype, recorded_compile
-        given = self.options.shard
-        if given is not None and (
-            recorded_shard is None or (given.index, given.count) != (recorded_shard["index"], recorded_shard["count"])
-        ):
-            raise UserError(f"{self.dir}: was run with shard {recorded_shard}; resume without --shard")
-        self.options.batch_size = recorded_batch
-        self.options.shard = Shard(recorded_shard["index"], recorded_shard["count"]) if recorded_shard else None
+        given, shard = self.options.shard, recorded.shard
+        if given is not None and (shard is None or (given.index, given.count) != (shard.index, shard.count)):
+            recorded_text = "no shard" if shard is None else f"shard {shard.index}/{shard.count}"
+            raise UserError(f"{self.dir}: was run with {recorded_text}; resume without --shard")
+        self.options.batch_size, self.options.dtype, self.options.compile = (
+            recorded.batch_size,
+            recorded.dtype,
+            recorded.compile,
+        )
+        self.options.shard = Shard(shard.index, shard.count) if shard else None
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> tuple[set[tuple[str, str, int]], list[dict[str, Any]]]:
+        """The manifest for this session, and the samples already done (validated, on a resume)."""
+        done_records: list[dict[str, Any]] = []
         if self.resume:
-            old = rundir.load_run(self.dir)
-            if old.manifest["suite"]["sha256"] != self.loaded.sha256:
+            records.repair_torn_tail(self.dir / records.SAMPLES)
+            old = records.load_run(self.dir, check_complete=False)
+            if old.suite_sha256 != self.loaded.sha256:
                 raise UserError(
-                    f"{self.dir}: was run with a different suite (hash {old.manifest['suite']['sha256'][:12]}); "
+                    f"{self.dir}: was run with a different suite (hash {old.suite_sha256[:12]}); "
                     "resume with the same suite file or start a new run"
                 )
             self.manifest = old.manifest
-            self._adopt_recorded_options()
-            known = {m["name"] for m in self.manifest["models"]}
-            self.manifest["models"] += [
-                {"name": s, "spec": s, "status": "pending", "error": None, "info": None}
-                for s in self.model_specs
-                if s not in known
+            self._adopt_recorded_settings()
+            known = set(self.manifest.model_names)
+            self.manifest.models = self.manifest.models + [
+                self._new_entry(s) for s in self.model_specs if s not in known
             ]
-            self.model_specs = [m["name"] for m in self.manifest["models"]]
-            self.manifest["status"] = "running"
-            self.manifest.setdefault("resumed_at", []).append(_now())
-            rundir.repair_torn_tail(self.dir / rundir.SAMPLES)
-        else:
+            self.model_specs = self.manifest.model_names
+            self.manifest.status = "running"
+            self.manifest.resumed_at = [*(self.manifest.resumed_at or []), _now()]
+            done_records = old.samples
+        elif self.manifest is None:
             self.manifest = self._initial_manifest()
         meta = {
             name: {
@@ -392,24 +371,81 @@ class SuiteRun:
             }
             for name, (m, _) in self.metrics.items()
         }
-        rundir.write_json_atomic(self.dir / rundir.METRICS, meta)
+        records.write_metric_registry(self.dir, meta)
         self._save_manifest()
+        return {(r["model"], r["prompt_id"], r["sample_index"]) for r in done_records}, done_records
 
+    def _models_done(self, earlier: list[dict[str, Any]]) -> set[str]:
+        """Models whose status is ok *and* whose samples are all on disk (a damaged tail re-runs them)."""
+        membership = SuiteMembership(self.manifest)
+        counts: dict[str, int] = {}
+        for record in earlier:
+            counts[record["model"]] = counts.get(record["model"], 0) + 1
+        return {
+            m.name
+            for m in self.manifest.models
+            if m.status == "ok" and counts.get(m.name, 0) == membership.expected(m.name)
+        }
+
+    # ---------------------------------------------------------------- orchestration
     def execute(self) -> int:
         """Run every model; returns the exit code.
 
         0 ok; 1 a model crashed; 2 a model could not run because of an input error (missing checkpoint,
-        prompt too long...); 130 interrupted. The other models always run and keep their results.
+        prompt too long...) or the disk filled up; 130 interrupted. The other models always run and keep
+        their results.
         """
-        with rundir.RunLock(self.dir):
+        with records.RunLock(self.dir):
             return self._execute_locked()
 
+    def _reserve_space(self) -> None:
+        """Keep a little space aside, so a full disk can still be written down as an interruption."""
+        size = max(1 << 20, 4 * len(dump_json(self.manifest.to_json())))
+        self._release_reserve()  # a fresh file: never write through a planted symlink or hard link
+        try:
+            fd = os.open(self.dir / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                view = memoryview(b"\0" * size)
+                while view:  # a short write means the disk is nearly full: the next one says so
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._release_reserve()
+            if _is_disk_full(exc):
+                raise UserError(f"{self.dir}: no space left on the device; free some space and retry") from None
+            raise UserError(f"{self.dir}: cannot write ({exc.strerror}); choose another directory") from None
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.dir / RESERVE)
+
+    def _start(self) -> tuple[set[tuple[str, str, int]], list[dict[str, Any]]]:
+        """Prepare the directory; a new run that cannot even start leaves no directory behind."""
+        try:
+            if not self.resume:
+                self.manifest = self._initial_manifest()
+                self._reserve_space()
+            prepared = self._prepare()
+            if self.resume:
+                self._reserve_space()
+            return prepared
+        except (UserError, OSError) as exc:
+            if self.created:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise UserError(
+                    f"{self.dir}: cannot write the run directory ({exc.strerror}); free space or choose another"
+                ) from None
+            raise
+
     def _execute_locked(self) -> int:
-        self._prepare()
+        done, earlier = self._start()
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-        done, models_done = self._done_samples()
+        models_done = self._models_done(earlier)
         resources = self.load_resources()
-        status = "complete"
+        status, disk_full = "complete", None
         progress = Progress(
             TextColumn("{task.description:>14}"),
             BarColumn(),
@@ -423,43 +459,58 @@ class SuiteRun:
         try:
             with (
                 progress,
-                rundir.JsonlAppender(self.dir / rundir.SAMPLES) as out,
-                rundir.JsonlAppender(self.dir / rundir.MODEL_METRICS) as model_out,
+                records.JsonlAppender(self.dir / records.SAMPLES) as out,
+                records.JsonlAppender(self.dir / records.MODEL_METRICS) as model_out,
             ):
                 for spec in self.model_specs:
                     if spec in models_done:
                         continue
-                    self.outcomes.append(self._run_model(spec, done, out, model_out, resources, progress))
+                    mine = [r for r in earlier if r["model"] == spec]
+                    self.outcomes.append(self._run_model(spec, done, mine, out, model_out, resources, progress))
         except (KeyboardInterrupt, Interrupted):
             status = "interrupted"
+        except (DiskFull, OSError, UserError) as exc:
+            if not _is_disk_full(exc):
+                raise
+            status, disk_full = "interrupted", exc
         finally:
             signal.signal(signal.SIGTERM, previous)
             judge = resources.get("judge")
             if judge is not None:
                 judge.close()
+            self._release_reserve()  # gives a full disk room for the final manifest
         failed = [o for o in self.outcomes if o.status == "failed"]
         if status == "complete" and failed:
             status = "failed" if len(failed) == len(self.model_specs) else "complete_with_failures"
         self.finish(status)
+        if disk_full is not None:
+            kept = len(records.load_run(self.dir, check_complete=False).samples)
+            raise UserError(
+                f"{self.dir}: no space left on the device; the {kept} samples written so far are kept; "
+                f"free some space and finish with: harness run --resume {self.dir}"
+            )
         if status == "interrupted":
-            return 130
+            return EXIT_INTERRUPTED
         if any(o.input_error for o in failed):
-            return 2
-        return 1 if failed else 0
+            return EXIT_INPUT
+        return EXIT_REGRESSION if failed else EXIT_OK
 
     def finish(self, status: str) -> None:
-        """Summaries and final manifest, written even after an interruption (from what exists)."""
-        self.manifest["status"] = status
-        self.manifest["finished_at"] = _now()
-        run = rundir.load_run(self.dir)
-        run.manifest = self.manifest
-        self.summary = write_summaries(run)
+        """Summaries and final manifest, written even after an interruption (from what exists).
+
+        The manifest goes last: a run that says it finished always has its summaries. Summaries are
+        derived data, so a disk too full for them still gets the manifest that says "interrupted".
+        """
+        self.manifest.status = status
+        self.manifest.finished_at = _now()
+        try:
+            run = records.load_run(self.dir, check_complete=False)
+            run.manifest = self.manifest
+            self.summary = write_summaries(run)
+        except UserError:
+            if status != "interrupted":
+                raise
         self._save_manifest()
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

@@ -11,13 +11,23 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import UserError, did_you_mean
-from harness.types import SamplingParams
+from harness.types import MAX_NEW_TOKENS, MAX_SEED, MAX_THREADS, MAX_TOP_K, SamplingParams
+from harness.yaml_safe import MAX_FILE_BYTES, check_finite, decode_utf8, line_of, load_json_line, load_yaml, read_capped
+
+#: No model's context holds a longer prompt (a 128k-token context is ~512 KiB of text); refused before
+#: any tokenizer sees it, so a 50 MB prompt costs a file-size check, not minutes and gigabytes.
+MAX_PROMPT_BYTES = 2**20
+MAX_SAMPLES_PER_PROMPT = 100_000
+MAX_WARMUP = 1_000
+MAX_TEXTS = 1_000_000
+#: Every number in a suite is finite: no field means NaN or infinity (metric options included).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Prompt(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1)
-    category: str = "general"
+    model_config = _STRICT
+    id: str = Field(min_length=1, max_length=1000)
+    category: str = Field("general", max_length=1000)
     text: str = Field(min_length=1)
 
     @field_validator("id", mode="before")
@@ -27,11 +37,11 @@ class Prompt(BaseModel):
 
 
 class Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     temperature: float = Field(0.8, ge=0.0)
-    top_k: int | None = Field(50, ge=1)
-    max_new_tokens: int = Field(256, ge=1, le=100_000)
-    seed: int = 1234
+    top_k: int | None = Field(50, ge=1, le=MAX_TOP_K)
+    max_new_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS)
+    seed: int = Field(1234, ge=0, le=MAX_SEED)
 
     def params(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_k, self.max_new_tokens, self.seed)
@@ -40,11 +50,11 @@ class Sampling(BaseModel):
 class Reference(BaseModel):
     """Held-out texts for ``heldout_bpb``: a local TinyStories-format file or a Hub dataset file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     path: str | None = None
     hub_dataset: str | None = None  # e.g. roneneldan/TinyStories (needs network or a warm cache)
     hub_file: str | None = None
-    max_texts: int = Field(200, ge=1)
+    max_texts: int = Field(200, ge=1, le=MAX_TEXTS)
 
     @model_validator(mode="after")
     def _one_source(self) -> Reference:
@@ -56,19 +66,19 @@ class Reference(BaseModel):
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     prompts: list[Prompt] | None = None
     prompts_file: str | None = None
-    samples_per_prompt: int = Field(1, ge=1)
+    samples_per_prompt: int = Field(1, ge=1, le=MAX_SAMPLES_PER_PROMPT)
     sampling: Sampling = Sampling()
     metrics: list[str] | dict[str, dict[str, Any] | None] | None = None
     reference: Reference | None = None
     judge: str | None = None
-    warmup: int = Field(2, ge=0)
+    warmup: int = Field(2, ge=0, le=MAX_WARMUP)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
 
     @model_validator(mode="after")
     def _prompt_source(self) -> Suite:
@@ -104,31 +114,9 @@ class LoadedSuite(BaseModel):
         return hashlib.sha256(json.dumps([[p.id, p.text] for p in self.prompts]).encode()).hexdigest()
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at pydantic location ``loc`` (deepest node found)."""
-    line = None
-    for key in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            node = None
-    if node is not None:
-        line = node.start_mark.line + 1
-    return line
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8") from exc
+def _read_text(path: Path, what: str) -> str:
+    """The file's text, read once with a byte cap (see harness.yaml_safe.read_capped)."""
+    return decode_utf8(read_capped(path, what, MAX_FILE_BYTES), path, what)
 
 
 def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -138,7 +126,7 @@ def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], mode
         if not (isinstance(part, str) and part in {"list[Prompt]", "dict[str,nullable[dict[str,any]]]", "list[str]"})
     )
     field = ".".join(str(p) for p in loc) or "(top level)"
-    line = _line_of(root, loc)
+    line = line_of(root, loc)
     where = f"{path}:{line}" if line else str(path)
     if error["type"] == "extra_forbidden":
         known = list(model.model_fields) if len(loc) == 1 else []
@@ -151,15 +139,20 @@ def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], mode
 
 
 def _load_prompts_file(path: Path, suite_path: Path) -> list[Prompt]:
-    text = _read_text(path)
-    try:
-        data = (
-            [json.loads(line) for line in text.splitlines() if line.strip()]
-            if path.suffix == ".jsonl"
-            else yaml.safe_load(text)
-        )
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot parse prompts ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+    text = _read_text(path, "prompts file (YAML or JSONL)")
+    if path.suffix == ".jsonl":
+        data = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data.append(load_json_line(line))
+            except ValueError as exc:  # JSONDecodeError, NaN/Infinity, nesting
+                detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                raise UserError(f"{path}:{number}: cannot parse prompts ({detail}); one JSON object per line") from exc
+        check_finite(data, None, path)
+    else:
+        data, _ = load_yaml(text, path)
     if isinstance(data, dict) and "prompts" in data:
         data = data["prompts"]
     if not isinstance(data, list):
@@ -176,18 +169,20 @@ def _load_prompts_file(path: Path, suite_path: Path) -> list[Prompt]:
     return prompts
 
 
+def _check_prompt_sizes(prompts: list[Prompt], path: Path) -> None:
+    for prompt in prompts:
+        size = len(prompt.text.encode("utf-8", "surrogatepass"))
+        if size > MAX_PROMPT_BYTES:
+            raise UserError(
+                f"{path}: prompt {prompt.id!r} is {size:,} bytes; a prompt may be at most {MAX_PROMPT_BYTES:,} bytes "
+                "(far more than any model's context holds); shorten it"
+            )
+
+
 def load_suite(path: str | Path) -> LoadedSuite:
     """Parse and validate a suite file; every problem is a one-line UserError."""
     path = Path(path)
-    text = _read_text(path)
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        detail = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise UserError(f"{where}: malformed YAML ({detail})") from exc
+    data, root = load_yaml(_read_text(path, "suite YAML file"), path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a suite must be a YAML mapping with at least 'name' and 'prompts'")
     try:
@@ -197,6 +192,7 @@ def load_suite(path: str | Path) -> LoadedSuite:
     prompts = suite.prompts if suite.prompts is not None else _load_prompts_file(path.parent / suite.prompts_file, path)
     if not prompts:
         raise UserError(f"{path}: field 'prompts': the suite has no prompts; add at least one")
+    _check_prompt_sizes(prompts, path if suite.prompts is not None else path.parent / str(suite.prompts_file))
     seen: dict[str, int] = {}
     for index, prompt in enumerate(prompts):
         if prompt.id in seen:

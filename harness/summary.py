@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import rundir
-from harness.rundir import Run
+from harness.records import Run, write_summary_files
 
 STAT_FIELDS = ["mean", "median", "p5", "p95", "std", "ci_low", "ci_high", "n", "missing"]
 
@@ -79,7 +78,7 @@ def summarize(run: Run) -> dict[str, Any]:
             if values:
                 entry["models"][model] = describe(values)
         per_metric[name] = entry
-    return {"suite": run.manifest["suite"]["name"], "models": run.models, "metrics": per_metric}
+    return {"suite": run.manifest.suite.name, "models": run.models, "metrics": per_metric}
 
 
 def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
@@ -103,6 +102,5 @@ def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
 def write_summaries(run: Run) -> dict[str, Any]:
     """Compute and write summary.json and summary.csv (atomically) for a run; returns the summary."""
     summary = summarize(run)
-    rundir.write_json_atomic(run.path / rundir.SUMMARY_JSON, summary)
-    rundir.write_text_atomic(run.path / rundir.SUMMARY_CSV, summary_frame(summary).to_csv(index=False))
+    write_summary_files(run.path, summary, summary_frame(summary).to_csv(index=False))
     return summary

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from harness.user_text import plain
+
 #: The study's nine metrics first, in its order; everything else (extras, plugins) after, alphabetically.
 STUDY_ORDER = (
     "ttft_ms",
@@ -42,13 +44,17 @@ def direction_mark(higher_is_better: bool | None) -> str:
 
 
 def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
-    """Means per model; missing values (e.g. a ratio over zero tokens) are counted in the caption."""
+    """Means per model; missing values (e.g. a ratio over zero tokens) are counted in the caption.
+
+    Model names are paths and specs the user typed and metric names come from plugins, so every one is a
+    ``Text`` (``plain``): ``runs/[v2]`` shows as typed and ``[/]`` cannot raise a markup error.
+    """
     models = summary["models"]
-    table = Table(title=title or f"{summary['suite']}: mean per model (95% CI in summary.json)")
+    table = Table(title=plain(title or f"{summary['suite']}: mean per model (95% CI in summary.json)"))
     table.add_column("#", justify="right")
     table.add_column("metric")
     for model in models:
-        table.add_column(model, justify="right")
+        table.add_column(plain(model), justify="right")
     missing: dict[str, int] = {}
     for index, name in enumerate(ordered_metrics(list(summary["metrics"])), 1):
         entry = summary["metrics"][name]
@@ -60,8 +66,10 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
             cells.append(format_value(stats["mean"], unit) if stats else "—")
             if stats and stats.get("missing"):
                 missing[model] = max(missing.get(model, 0), stats["missing"])
-        table.add_row(str(index), f"{label} {direction_mark(entry['higher_is_better'])}", *cells)
+        table.add_row(str(index), plain(f"{label} {direction_mark(entry['higher_is_better'])}"), *cells)
     if missing:
         counts = ", ".join(f"{model} up to {n}" for model, n in missing.items())
-        table.caption = f"samples with missing values (e.g. too few tokens for a ratio), excluded from means: {counts}"
+        table.caption = plain(
+            f"samples with missing values (e.g. too few tokens for a ratio), excluded from means: {counts}"
+        )
     return table

@@ -16,6 +16,14 @@ if TYPE_CHECKING:  # annotations only: plugin contracts must not cost a torch im
     import torch
 
 
+#: Valid ranges shared by suites, CLI options and backends, so every front door says the same thing.
+MAX_SEED = 2**63 - 1  # seeds are 0..MAX_SEED (torch generators take 64 bits; derive_seed makes 63)
+MAX_NEW_TOKENS = 100_000
+MAX_TOP_K = 2**31 - 1
+MAX_THREADS = 1024
+MAX_BATCH_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Fixed sampling settings of a suite; the study's are temperature 0.8, top-k 50, 256 new tokens."""

@@ -1,12 +1,22 @@
 """Checkpoint directories: ``config.json`` + weights (safetensors or a ``.pt`` state dict) + ``tokenizer.json``.
 
 Weights only ever load through safetensors or ``torch.load(weights_only=True)``: a checkpoint is
-data, never code.
+data, never code. A pickle that needs more than tensors is refused in one line that suggests converting
+it to safetensors, never loading it with ``weights_only=False``.
+
+Cost is bounded before work: the config is validated (types, ranges, heads dividing dim), and the shapes
+it implies (computed on the ``meta`` device, so nothing is allocated) are compared with the shapes in the
+safetensors header, or in the memory-mapped pickle, *before* the model is built. A config claiming a
+6 GB network beside 5 MB of weights is a one-line error, not 6 GB of RAM.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +63,125 @@ def save_weights(model: LLM, path: str | Path, dtype: str = "float32") -> None:
     save_file({k: v.detach().to(_DTYPES[dtype]).contiguous() for k, v in state.items()}, str(path))
 
 
+#: safetensors caps its JSON header at 100 MB; ours are a few KB.
+MAX_HEADER_BYTES = 100 * 2**20
+_ITEM_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+_ITEM_BYTES.update({"I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1})
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of ``LLM(config)`` and its shape, built on the meta device: no memory used."""
+    with torch.device("meta"):
+        model = LLM(config)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors file's JSON header, without reading any tensor data.
+
+    The header is checked against the file (offsets inside it, sizes matching shape × dtype), so a
+    truncated or forged file is refused here with its name, before anything is allocated.
+    """
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: cannot read weights ({why}); re-export or re-download it")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise bad("the file is truncated: no safetensors header")
+            length = int.from_bytes(prefix, "little")
+            if length > min(size - 8, MAX_HEADER_BYTES):
+                raise bad(f"header of {length:,} bytes in a {size:,}-byte file: truncated or not safetensors")
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as exc:
+        raise bad(f"{exc.strerror or exc.__class__.__name__}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError
+        raise bad("its header is not JSON: not a safetensors file") from exc
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    data_bytes = size - 8 - length
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape = tuple(entry["shape"])
+            start, end = entry["data_offsets"]
+            dtype = entry["dtype"]
+            valid = all(type(d) is int and d >= 0 for d in (*shape, start, end)) and start <= end
+        except (TypeError, KeyError, ValueError):
+            valid = False
+        if not valid:
+            raise bad(f"malformed header entry for {name!r}")
+        if end > data_bytes:
+            raise bad(f"{name!r} ends at byte {end:,} of {data_bytes:,}: the file is truncated")
+        if dtype in _ITEM_BYTES and math.prod(shape) * _ITEM_BYTES[dtype] != end - start:
+            raise bad(f"{name!r}: shape {shape} does not match its {end - start:,} bytes")
+        shapes[name] = shape
+    return shapes
+
+
+def check_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]], path: Path, hint: str = "") -> None:
+    """Refuse weights whose keys or shapes differ from what ``config`` builds (a tied head may be absent)."""
+    expected = expected_shapes(config)
+    present = set(shapes)
+    if config.tie_weights and "head.weight" not in present and "tok_emb.weight" in present:
+        present.add("head.weight")
+    missing, unexpected = sorted(set(expected) - present), sorted(present - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}; "
+            f"check config.json{hint or ' (for foreign state dicts, see the key map in docs/backends.md)'}"
+        )
+    for key, shape in shapes.items():
+        if tuple(shape) != expected[key]:
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(shape)}, config expects {expected[key]}; fix config.json{hint}"
+            )
+
+
+def load_pickle_state(path: Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped when the format allows (so tensors cost no RAM
+    until used), with a pickle that wants code refused in one line."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
+    except pickle.UnpicklingError as exc:
+        match = re.search(r"GLOBAL (\S+)", str(exc))
+        wants = f" (it asks for {match.group(1)})" if match else ""
+        raise CheckpointError(
+            f"{path}: refused: this pickle holds more than tensors{wants}, and loading it could run code; "
+            "if you trust its source, convert it to safetensors and load that (docs/backends.md)"
+        ) from exc
+    except Exception as exc:  # truncated or foreign files surface as many different exceptions
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: cannot read weights ({exc.__class__.__name__}: {detail}); re-export or re-download it"
+        ) from exc
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (safetensors, or a weights-only pickle); CheckpointError otherwise."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = load_pickle_state(path)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path}: not a state dict of tensors; save it with torch.save(model.state_dict())")
+        return state
+    try:
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files surface as many different exceptions
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: cannot read weights ({exc.__class__.__name__}: {detail}); re-export or re-download it"
+        ) from exc
 
 
 def load_weights(model: LLM, path: str | Path) -> None:
@@ -66,27 +190,10 @@ def load_weights(model: LLM, path: str | Path) -> None:
     State dicts saved by other code with other parameter names go through the study-layout loader
     (``harness.backends.study_layout``), which has the key-mapping option.
     """
-    try:
-        state = load_state_dict(path)
-    except Exception as exc:  # truncated or foreign files surface as many different exceptions
-        raise CheckpointError(
-            f"{path}: cannot read weights ({exc.__class__.__name__}: {exc}); re-export or re-download it"
-        ) from exc
+    state = load_state_dict(path)
+    check_shapes(model.config, {k: tuple(v.shape) for k, v in state.items()}, Path(path))
     if model.config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
         state["head.weight"] = state["tok_emb.weight"]
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-            "check config.json (for foreign state dicts, see the key map in docs/backends.md)"
-        )
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(value.shape)}, config expects {tuple(expected[key].shape)}"
-            )
     model.load_state_dict({k: v.float() for k, v in state.items()})
 
 
@@ -112,6 +219,32 @@ def find_weights(directory: Path) -> Path:
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory, checking that tokenizer and config agree on the vocabulary."""
     directory = Path(directory)
+    config, weights = check_checkpoint(directory)
+    try:
+        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+    except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(
+            f"{directory / TOKENIZER_FILE}: cannot read the tokenizer ({detail}); re-export it"
+        ) from exc
+    if tokenizer.get_vocab_size() > config.vocab_size:
+        raise CheckpointError(
+            f"{directory}: tokenizer has {tokenizer.get_vocab_size()} tokens but config vocab_size is "
+            f"{config.vocab_size}; use the tokenizer the model was trained with"
+        )
+    state = load_state_dict(weights)  # safetensors: shapes already checked; pickles: memory-mapped
+    check_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, weights)
+    if config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
+        state["head.weight"] = state["tok_emb.weight"]
+    model = LLM(config)  # allocated only now, at the size the weights file itself has
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.to(device).eval()
+    return Checkpoint(model=model, tokenizer=tokenizer, path=directory, weights_path=weights)
+
+
+def check_checkpoint(directory: Path) -> tuple[ModelConfig, Path]:
+    """Everything about a checkpoint directory that needs no tensor: files present, config valid, and
+    (for safetensors) the header's shapes equal to the config's. Returns (config, weights path)."""
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory")
     for name in (CONFIG_FILE, TOKENIZER_FILE):
@@ -121,17 +254,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         config = ModelConfig.load(directory / CONFIG_FILE)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{directory / CONFIG_FILE}: {exc}") from exc
-    try:
-        tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
-    except Exception as exc:  # tokenizers raises bare Exceptions for malformed JSON
-        raise CheckpointError(f"{directory / TOKENIZER_FILE}: cannot read the tokenizer ({exc}); re-export it") from exc
-    if tokenizer.get_vocab_size() > config.vocab_size:
-        raise CheckpointError(
-            f"{directory}: tokenizer has {tokenizer.get_vocab_size()} tokens but config vocab_size is "
-            f"{config.vocab_size}; use the tokenizer the model was trained with"
-        )
     weights = find_weights(directory)
-    model = LLM(config)
-    load_weights(model, weights)
-    model.to(device).eval()
-    return Checkpoint(model=model, tokenizer=tokenizer, path=directory, weights_path=weights)
+    if weights.suffix == ".safetensors":
+        check_shapes(config, safetensors_shapes(weights), weights)
+    return config, weights

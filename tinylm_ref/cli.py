@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import math
+import re
+import sys
+import unicodedata
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import torch
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tinylm_ref.config import PRESETS, STUDY_PARAMS, ModelConfig, get_preset
 
-app = typer.Typer(help="The reference tiny decoder: tokenizers, training, sampling.", no_args_is_help=True)
+app = typer.Typer(
+    help="The reference tiny decoder: tokenizers, training, sampling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 tokenizer_app = typer.Typer(help="BPE tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
 console = Console()
@@ -21,10 +30,47 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
-    """User mistakes: one line on stderr, exit code 2, no traceback."""
-    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+MAX_SEED = 2**63 - 1
+MAX_COUNT = 2**31 - 1
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?|mps)$"
+
+
+def _one_line(text: object) -> str:
+    """Control characters, line breaks and lone surrogates escaped: an error is exactly one line."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in str(text))
+
+
+def _fail(message: str) -> NoReturn:
+    """User mistakes: one line on stderr, exit code 2, no traceback; never markup or emoji codes."""
+    err_console.print(Text(f"error: {_one_line(message)}"), soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _int_in(label: str, value: int | None, low: int, high: int = MAX_COUNT) -> None:
+    if value is not None and not low <= value <= high:
+        _fail(f"{label} {value}: must be an integer from {low:,} to {high:,}")
+
+
+def _float_in(label: str, value: float, low: float, high: float = math.inf, below_high: bool = False) -> None:
+    """A finite number in [low, high] (or [low, high) with ``below_high``); NaN and infinities never pass."""
+    inside = math.isfinite(value) and low <= value and (value < high if below_high else value <= high)
+    if not inside:
+        upper = "" if math.isinf(high) else f" and {'below' if below_high else 'at most'} {high:g}"
+        _fail(f"{label} {value}: must be a finite number ≥ {low:g}{upper}")
+
+
+def _device(name: str) -> torch.device:
+    """A device that exists here; otherwise one line listing those that do."""
+    present = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        present += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        present.append("mps")
+    if not re.match(DEVICE_PATTERN, name) or name not in present:
+        _fail(f"--device {name!r}: not a device on this machine; available: {', '.join(present)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @app.command()
@@ -76,13 +122,14 @@ def tokenizer_train(
 
     if not data.is_file():
         _fail(f"data file not found: {data}")
+    _int_in("--vocab-size", vocab_size, 1, 1_000_000)
     try:
         tokenizer = train_tokenizer(iter_stories(data), vocab_size)
     except ValueError as exc:
         _fail(f"--vocab-size {vocab_size}: {exc}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out))
-    console.print(f"wrote {out} ({tokenizer.get_vocab_size()} tokens)")
+    console.print(Text(f"wrote {_one_line(out)} ({tokenizer.get_vocab_size()} tokens)"))
 
 
 @app.command()
@@ -123,6 +170,25 @@ def train(
         model_config = ModelConfig.load(config) if config.endswith(".json") else get_preset(config)
     except (KeyError, ValueError, OSError) as exc:
         _fail(f"--config {config}: {exc}")
+    for label, value, low in (
+        ("--steps", steps, 1),
+        ("--batch-size", batch_size, 1),
+        ("--seq-len", seq_len, 2),
+        ("--warmup-steps", warmup_steps, 0),
+        ("--eval-every", eval_every, 1),
+        ("--eval-batches", eval_batches, 1),
+        ("--save-every", save_every, 1),
+        ("--patience", patience, 1),
+    ):
+        _int_in(label, value, low)
+    _int_in("--seq-len", seq_len, 2, model_config.max_seq_len)
+    _int_in("--seed", seed, 0, MAX_SEED)
+    _int_in("--threads", threads, 1, 1024)
+    _float_in("--lr", lr, 0.0)
+    _float_in("--weight-decay", weight_decay, 0.0)
+    _float_in("--grad-clip", grad_clip, 0.0)
+    _float_in("--dropout", dropout, 0.0, 1.0, below_high=True)
+    _device(device)
     model_config = replace(model_config, dropout=dropout)
     for path in (data, valid):
         if path is not None and not path.is_file():
@@ -177,15 +243,33 @@ def sample(
     from tinylm_ref.checkpoint import CheckpointError, load_checkpoint
     from tinylm_ref.sampling import generate
     from tinylm_ref.tokenizer import EOS, decode, special_id
-    from tinylm_ref.train import resolve_device
 
+    # every value first, each with its valid range: nothing is loaded for a command that cannot run
+    _int_in("--max-new-tokens", max_new_tokens, 1, 100_000)
+    _float_in("--temperature", temperature, 0.0)
+    _int_in("--top-k", top_k, 1)
+    _int_in("--n", n, 1, 10_000)
+    _int_in("--seed", seed, 0, MAX_SEED)
+    torch_device = _device(device)
     try:
-        ckpt = load_checkpoint(checkpoint, device=resolve_device(device))
-    except (CheckpointError, ValueError) as exc:
+        ckpt = load_checkpoint(checkpoint, device=torch_device)
+    except (CheckpointError, ValueError, OSError) as exc:
         _fail(str(exc))
-    ids = ckpt.tokenizer.encode(prompt).ids
-    if len(ids) >= ckpt.model.config.max_seq_len:
-        _fail(f"the prompt has {len(ids)} tokens; the context holds {ckpt.model.config.max_seq_len}; shorten it")
+    context = ckpt.model.config.max_seq_len
+    # byte-level BPE: no token covers more bytes than its string has characters, so a prompt this long
+    # cannot fit (4x margin for normalisation) and is refused without tokenizing it
+    longest = max((len(t) for t in ckpt.tokenizer.get_vocab(with_added_tokens=True)), default=1)
+    if len(prompt.encode("utf-8", "surrogatepass")) > 4 * longest * context:
+        _fail(f"the prompt is {len(prompt):,} characters; the context holds {context} tokens; shorten it")
+    try:
+        ids = ckpt.tokenizer.encode(prompt).ids
+        eos = special_id(ckpt.tokenizer, EOS)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        _fail(f"{checkpoint}: {exc}")
+    if not ids:
+        _fail("the prompt encodes to no tokens; give a non-empty prompt")
+    if len(ids) >= context:
+        _fail(f"the prompt has {len(ids)} tokens; the context holds {context}; shorten it")
     for i in range(n):
         gen = generate(  # a CPU generator on every device: the same seed gives the harness's tokens
             ckpt.model,
@@ -194,10 +278,28 @@ def sample(
             temperature,
             top_k,
             torch.Generator().manual_seed(seed + i),
-            special_id(ckpt.tokenizer, EOS),
+            eos,
         )
-        console.print(f"[bold]{prompt}[/bold]{decode(ckpt.tokenizer, gen.tokens)}", highlight=False)
+        # the prompt and the model's text are shown as they are: never markup, emoji codes or highlighting
+        console.print(Text.assemble((prompt, "bold"), decode(ckpt.tokenizer, gen.tokens)))
 
 
 def main() -> None:
-    app()
+    """Entry point: usage errors and user mistakes are one line on stderr and exit code 2."""
+    try:
+        result = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors (bad type, missing argument, unknown option)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(Text(f"error: {_one_line(exc.format_message())}{hint}"), soft_wrap=True)
+            sys.exit(2)
+        if exc.__class__.__name__ == "Abort":
+            sys.exit(130)
+        raise
+    if isinstance(result, int):
+        sys.exit(result)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+#: The integer fields, each a positive int no larger than MAX_DIM (torch indexes tensors with int64, but no
+#: tiny model comes near 2**31 and a larger value can only be a mistake or an attack on memory).
+INT_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len")
+MAX_DIM = 2**31 - 1
+#: A config file is a few hundred bytes; reading more than this is refused before JSON parsing.
+MAX_CONFIG_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -25,13 +34,23 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        """Types first, then ranges, then relations: ``"272"``, ``272.0``, ``0`` or ``true`` as a width must be
+        a one-line error here, not a ZeroDivisionError, a str-formatting error or a crash deep in torch."""
+        for name in INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {_shown(value)}")
+            if not 1 <= value <= MAX_DIM:
+                raise ValueError(f"{name} must be between 1 and {MAX_DIM}, got {value}")
+        if not isinstance(self.tie_weights, bool):
+            raise ValueError(f"tie_weights must be true or false, got {_shown(self.tie_weights)}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not math.isfinite(dropout):
+            raise ValueError(f"dropout must be a number in [0, 1), got {_shown(dropout)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if self.dim % self.n_heads:
-            raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}; make n_heads divide dim")
 
     @property
     def head_dim(self) -> int:
@@ -43,8 +62,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Build from a dict, rejecting unknown keys so typos in config.json surface."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object of architecture fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; expected some of {sorted(known)}")
         return cls(**data)
@@ -54,7 +75,35 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a config.json; every problem (size, encoding, JSON, NaN, fields) is a ValueError."""
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ValueError(f"cannot read it ({exc.strerror or exc.__class__.__name__})") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; a config.json is a few hundred bytes")
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except RecursionError:
+            raise ValueError("not valid JSON (nested too deeply)") from None
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ValueError(
+                f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
+            ) from exc
+        return cls.from_dict(data)
+
+
+def _shown(value: Any) -> str:
+    """A short, typed rendering of a bad value: ``'272' (a string)``, ``272.0 (a float)``."""
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    kind = {str: "a string", float: "a float", bool: "a boolean", type(None): "null", list: "a list", dict: "an object"}
+    return f"{text} ({kind.get(type(value), type(value).__name__)})"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
 
 
 def _preset(vocab: int, dim: int, layers: int) -> ModelConfig:

@@ -106,7 +106,33 @@ def _as_ids(value: Any) -> list[int]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+    return f"{exc.__class__.__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _refused_pickle(exc: BaseException, spec: str) -> UserError | None:
+    """A ``pytorch_model.bin`` that needs more than tensors: one line that never echoes torch's advice to
+    retry with ``weights_only=False``, but points at safetensors."""
+    import pickle
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, pickle.UnpicklingError) or "Weights only load failed" in str(seen):
+            return UserError(
+                f"model {spec}: refused: its pytorch_model*.bin pickle holds more than tensors and loading it could "
+                "run code; if you trust its source, convert it to model.safetensors and load that"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _parse_add_bos(value: Any, spec: str) -> bool | str:
+    """``add_bos`` from a command line, a YAML value or Python: auto, true or false."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "auto"):
+        text = value.strip().lower()
+        return "auto" if text == "auto" else text in ("true", "1", "yes")
+    raise UserError(f"model {spec}: --model-option add_bos={value!r}: must be auto, true or false")
 
 
 class HFModel:
@@ -308,6 +334,9 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
     try:
         model = AutoModelForCausalLM.from_pretrained(str(snapshot.path), **{dtype_kw: dtype}, **common)
     except Exception as exc:
+        refused = _refused_pickle(exc, spec)
+        if refused is not None:
+            raise refused from exc
         if "trust_remote_code" in str(exc):
             raise UserError(
                 f"model {spec}: needs Python code from the repository; pass --trust-remote-code if you trust it"
@@ -315,11 +344,7 @@ def load_transformers_dir(snapshot: Snapshot, spec: str, options: LoadOptions) -
         raise UserError(f"model {spec}: transformers cannot load it as a causal LM ({_first_line(exc)})") from exc
     model.to(device).eval()
     config = model.config
-    add_bos = options.extra.get("add_bos", "auto")
-    if isinstance(add_bos, str) and add_bos.lower() in ("true", "false", "1", "0", "yes", "no"):
-        add_bos = add_bos.lower() in ("true", "1", "yes")  # from a command line or a YAML string
-    elif not isinstance(add_bos, bool) and add_bos != "auto":
-        raise UserError(f"model {spec}: add_bos must be auto, true or false, got {add_bos!r}")
+    add_bos = _parse_add_bos(options.extra.get("add_bos", "auto"), spec)
     info = ModelInfo(
         name=spec,
         spec=spec,
@@ -368,15 +393,42 @@ class HFBackend:
     """``hf:`` specs: Hub ids (downloaded and pinned) and local save_pretrained directories."""
 
     name = "hf"
+    #: ``--model-option`` keys this backend reads (see harness.validation.check_option_keys)
+    option_keys = ("add_bos", "hf_token")
 
     def claims(self, spec: str) -> bool:
         """Un-prefixed transformers directories (config.json with a ``model_type``; tinylm checkpoints have none)."""
         return _looks_like_transformers_dir(Path(spec).expanduser())
 
-    def load(self, spec: str, options: LoadOptions) -> HFModel:
+    def check_options(self, spec: str, options: LoadOptions) -> None:
+        """Everything about a spec and its options that needs neither the network nor transformers: called
+        before the run directory exists, so a bad spec leaves nothing behind (and again at load)."""
+        _resolve_dtype(str(options.dtype), spec)
+        _parse_add_bos(options.extra.get("add_bos", "auto"), spec)
         target = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
         if not target:
             raise UserError(f"model {spec!r}: empty spec; use hf:ORG/NAME[@REVISION] or hf:/path/to/dir")
+        if is_local_target(target):
+            path = Path(target).expanduser()
+            if not path.is_dir():
+                raise UserError(f"model {spec}: directory {path} does not exist; give a save_pretrained directory")
+            return
+        repo_id, revision = split_repo_spec(target)
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError:
+            raise UserError(
+                f"model {spec}: {repo_id!r} is not a valid Hub id; use hf:ORG/NAME[@REVISION] or hf:/path/to/dir"
+            ) from None
+        if not revision.strip() or any(c.isspace() or ord(c) < 32 for c in revision) or ".." in revision:
+            raise UserError(f"model {spec}: revision {revision!r} is not a branch, tag or commit name")
+
+    def load(self, spec: str, options: LoadOptions) -> HFModel:
+        self.check_options(spec, options)
+        target = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
         if is_local_target(target):
             path = Path(target).expanduser()
             if not path.is_dir():

@@ -37,7 +37,8 @@ from tokenizers import Tokenizer
 from harness.backends.hf_hub import download_snapshot, file_sha256, is_local_target, split_repo_spec
 from harness.errors import UserError
 from harness.types import LoadOptions
-from tinylm_ref.config import PRESETS, ModelConfig
+from tinylm_ref.checkpoint import CheckpointError, expected_shapes, load_pickle_state
+from tinylm_ref.config import MAX_CONFIG_BYTES, PRESETS, ModelConfig
 from tinylm_ref.model import LLM
 
 STUDY_REPO = "deycoding/deycoding-tiny-language-model"
@@ -97,7 +98,18 @@ class StudyLayout:
     @classmethod
     def from_options(cls, extra: dict[str, Any] | None) -> StudyLayout:
         """``LoadOptions.extra["study_layout"]``: {weights, tokenizer, config: str | list, key_map: dict | JSON path}."""
-        given = dict((extra or {}).get("study_layout") or {})
+        raw = (extra or {}).get("study_layout") or {}
+        if isinstance(raw, str):  # --model-option study_layout='{"weights": "..."}'
+            try:
+                raw = json.loads(raw, parse_constant=float)
+            except (ValueError, RecursionError):
+                raw = None
+        if not isinstance(raw, dict):
+            raise UserError(
+                "study_layout option: expected a JSON object such as "
+                '\'{"weights": "model_{size}.pt", "key_map": {"old.": "new."}}\''
+            )
+        given = dict(raw)
         unknown = sorted(set(given) - {f.name for f in fields(cls)})
         if unknown:
             raise UserError(
@@ -174,14 +186,14 @@ def _python_assignments(text: str) -> dict[str, Any]:
     """Top-level ``name = literal`` statements; anything not a literal is skipped, nothing is executed."""
     try:
         tree = ast.parse(text)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # NUL bytes, absurd nesting
         return {}
     values: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 values[node.targets[0].id] = ast.literal_eval(node.value)
-            except (ValueError, SyntaxError, TypeError):
+            except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
                 continue
     return values
 
@@ -202,23 +214,23 @@ def _section_for_size(text: str, size: str) -> str:
 
 
 def read_config_file(path: Path, size: str) -> dict[str, Any]:
-    """The raw key/value pairs for ``size`` from a JSON, YAML or Python-style config file."""
-    text = path.read_text(encoding="utf-8")
+    """The raw key/value pairs for ``size`` from a JSON, YAML or Python-style config file.
+
+    Read with a size cap; YAML through the bounded loader (no alias bombs), JSON without NaN."""
+    from harness.yaml_safe import decode_utf8, load_json_line, load_yaml, read_capped
+
+    text = decode_utf8(read_capped(path, "config file", MAX_CONFIG_BYTES), path, "config file")
     data: Any
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = load_json_line(text)
         except ValueError as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise UserError(
-                f"{path.name}: not valid JSON ({exc}); fix the file or set the study_layout config pattern"
+                f"{path.name}: not valid JSON ({detail}); fix the file or set the study_layout config pattern"
             ) from exc
     elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
+        data, _ = load_yaml(text, path)
     else:
         data = _python_assignments(_section_for_size(text, size))
     if not isinstance(data, dict):
@@ -246,8 +258,27 @@ def normalise_config(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if name is None:
             ignored.append(str(key))
         else:
-            out[name] = bool(value) if name == "tie_weights" else int(value)
+            out[name] = _as_bool(key, value) if name == "tie_weights" else _as_int(key, value)
     return out, ignored
+
+
+def _as_int(key: Any, value: Any) -> int:
+    """An architecture integer from a foreign config: ints, integral floats (``384.0``) and digit strings."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) < 20:
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UserError(f"config key {key!r}: expected an integer, got {value!r:.40}; fix the config file")
+
+
+def _as_bool(key: Any, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, str)) and str(value).strip().lower() in ("0", "1", "true", "false", "yes", "no"):
+        return str(value).strip().lower() in ("1", "true", "yes")
+    raise UserError(f"config key {key!r}: expected true or false, got {value!r:.40}; fix the config file")
 
 
 # --- state dict -------------------------------------------------------------------------------------
@@ -438,14 +469,10 @@ def load_study_layout(
         )
 
     notes: list[str] = []
-    try:
-        obj = torch.load(weights, map_location="cpu", weights_only=True)  # data only: never unpickle code
-    except Exception as exc:  # a truncated file or pickled classes: many exception types
-        raise UserError(
-            f"{label}: cannot read {weights.name} as a weights-only state dict "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
-            "re-save it with torch.save(model.state_dict(), path)"
-        ) from exc
+    try:  # data only, memory-mapped: a pickle that wants code is refused, with safetensors as the way out
+        obj = load_pickle_state(weights)
+    except CheckpointError as exc:
+        raise UserError(f"{label}: {exc}") from exc
     state, embedded_config = extract_state_dict(obj, weights)
     state, stripped = strip_wrappers(state)
     notes += [f"stripped {p!r} from every key" for p in stripped]
@@ -466,10 +493,9 @@ def load_study_layout(
         size, infer_from_shapes(state), from_file, f"{label}: {cfg_path.name if cfg_path else weights.name}", notes
     )
 
-    model = LLM(config)
     if config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
         state["head.weight"] = state["tok_emb.weight"]
-    expected = model.state_dict()
+    expected = expected_shapes(config)  # on the meta device: nothing allocated until the shapes agree
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         hint = suggest_key_map(missing, unexpected)
@@ -479,11 +505,12 @@ def load_study_layout(
             f"{len(unexpected)} unexpected {unexpected[:4]}; {fix} (docs/backends.md#key-mapping)"
         )
     for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
+        if tuple(value.shape) != expected[key]:
             raise UserError(
                 f"{label}: {weights.name}: {key} has shape {tuple(value.shape)} but the config gives "
-                f"{tuple(expected[key].shape)}; fix the config ({cfg_path.name if cfg_path else 'none found'})"
+                f"{expected[key]}; fix the config ({cfg_path.name if cfg_path else 'none found'})"
             )
+    model = LLM(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     if options is not None and options.device not in ("auto", "cpu"):

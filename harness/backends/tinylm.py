@@ -19,7 +19,8 @@ import tinylm_ref
 from harness.devices import resolve_device
 from harness.errors import UserError, did_you_mean
 from harness.hookspecs import hookimpl
-from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
+from harness.types import MAX_SEED, Generation, LoadOptions, ModelInfo, SamplingParams
+from harness.validation import parse_int
 from tinylm_ref import sampling
 from tinylm_ref.batch import generate_batch
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
@@ -33,6 +34,9 @@ BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
 TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
 STUDY_HUB_REPO = "deycoding/deycoding-tiny-language-model"
 RANDOM_PREFIX = "random/"
+#: A prompt's UTF-8 bytes over (longest token × context × this) cannot fit the context whatever the
+#: tokenizer does (normalisation can shrink text a little), so it is refused before tokenizing.
+PROMPT_BYTES_MARGIN = 4
 
 
 class TinyLMModel:
@@ -41,6 +45,9 @@ class TinyLMModel:
     def __init__(self, model: LLM, tokenizer: Tokenizer, info: ModelInfo) -> None:
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.weight_dtype = torch.float32  # of the decode step's matrices (--dtype); see tinylm_ref.decoder
+        # byte-level BPE: one character of a token string is one byte, so no token covers more bytes
+        longest = max((len(token) for token in tokenizer.get_vocab(with_added_tokens=True)), default=1)
+        self.max_prompt_bytes = PROMPT_BYTES_MARGIN * max(longest, 1) * info.context_length
         try:
             self.eos_id: int | None = special_id(tokenizer, EOS)
         except ValueError as exc:
@@ -49,6 +56,13 @@ class TinyLMModel:
             ) from exc
 
     def encode(self, text: str) -> list[int]:
+        """Token ids; a text that cannot fit the context by its byte length alone is never tokenized."""
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_prompt_bytes:
+            raise UserError(
+                f"model {self.info.name}: a prompt of {size:,} bytes is far more than its context of "
+                f"{self.info.context_length} tokens holds; shorten the prompt"
+            )
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids: list[int]) -> str:
@@ -161,6 +175,8 @@ def load_directory(path: Path, spec: str, device: torch.device) -> TinyLMModel:
         ckpt = load_checkpoint(path, device="cpu")
     except CheckpointError as exc:
         raise UserError(f"model {spec}: {exc}") from exc
+    except OSError as exc:  # unreadable files, permissions
+        raise UserError(f"model {spec}: cannot read {exc.filename or path} ({exc.strerror or exc}); check it") from exc
     return _wrap(ckpt.model, ckpt.tokenizer, spec, str(path.resolve()), device, file_sha256(ckpt.weights_path))
 
 
@@ -203,15 +219,21 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 class TinyLMBackend:
     name = "tinylm"
+    #: ``--model-option`` keys this backend reads (see harness.validation.check_option_keys)
+    option_keys = ("seed", "study_layout")
 
     def claims(self, spec: str) -> bool:
         return spec.lower() in PRESETS or is_checkpoint_dir(Path(spec))
 
     def check_options(self, spec: str, options: LoadOptions) -> str:
-        """Refuse option combinations this backend cannot honour (called before a run starts, and at load).
+        """Refuse specs and option combinations this backend cannot honour (called before a run starts,
+        so a bad spec leaves nothing behind, and again at load). Returns the dtype name to use.
 
-        Returns the dtype name to use."""
-        dtype_name = "float32" if options.dtype == "auto" else options.dtype.lower()
+        Spec syntax is checked fully here: a preset that does not exist, ``random/`` with a bad preset or
+        seed, a path that is not a directory. What is *inside* a checkpoint directory is checked at load.
+        """
+        self._check_spec(spec, options)
+        dtype_name = "float32" if options.dtype == "auto" else str(options.dtype).lower()
         if dtype_name not in WEIGHT_DTYPES:
             raise UserError(
                 f"model {spec}: --dtype {options.dtype!r} is not supported by the tinylm backend; "
@@ -236,14 +258,36 @@ class TinyLMBackend:
             model.info.extra["compiled"] = True
         return model
 
+    def _check_spec(self, spec: str, options: LoadOptions) -> None:
+        target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
+        if not target:
+            raise UserError(
+                f"model {spec!r}: empty spec; use a preset ({', '.join(PRESETS)}), tinylm:PATH or tinylm:random/PRESET"
+            )
+        if target.startswith(RANDOM_PREFIX):
+            preset = target[len(RANDOM_PREFIX) :].lower()
+            if preset not in PRESETS:
+                raise UserError(
+                    f"model {spec}: unknown preset {preset!r}{did_you_mean(preset, PRESETS)}; "
+                    f"choose one of {', '.join(PRESETS)}"
+                )
+            _seed(spec, options)
+            return
+        if target.lower() in PRESETS:
+            return
+        path = Path(target).expanduser()
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise UserError(
+                f"model {spec}: {path} {what}; give a checkpoint directory (config.json + weights + tokenizer.json), "
+                f"a preset ({', '.join(PRESETS)}) or tinylm:random/PRESET{did_you_mean(target, list(PRESETS))}"
+            )
+
     def _load(self, spec: str, options: LoadOptions) -> TinyLMModel:
         device = resolve_device(options.device, spec)
         target = spec.split(":", 1)[1] if spec.startswith("tinylm:") else spec
         if target.startswith(RANDOM_PREFIX):
-            seed = str(options.extra.get("seed", 0))
-            if not seed.lstrip("-").isdigit():
-                raise UserError(f"model {spec}: --model-option seed={seed!r} must be an integer")
-            return load_random(target[len(RANDOM_PREFIX) :].lower(), spec, device, int(seed))
+            return load_random(target[len(RANDOM_PREFIX) :].lower(), spec, device, _seed(spec, options))
         if target.lower() in PRESETS:
             bundled = BUNDLED_DIR / target.lower()
             if is_checkpoint_dir(bundled):
@@ -270,6 +314,11 @@ class TinyLMBackend:
         rows += [(f"tinylm:random/{p}", "random weights, bundled tokenizer") for p in PRESETS]
         rows.append(("tinylm:PATH", "any checkpoint directory (config.json + weights + tokenizer.json)"))
         return rows
+
+
+def _seed(spec: str, options: LoadOptions) -> int:
+    """``--model-option seed=N`` for random weights: an integer from 0 to MAX_SEED."""
+    return parse_int(f"model {spec}: --model-option seed", options.extra.get("seed", 0), 0, MAX_SEED)
 
 
 @hookimpl

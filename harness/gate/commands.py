@@ -18,7 +18,6 @@ from harness.errors import UserError
 
 # The gate's machinery (scipy, pandas) is imported inside the commands: registering them must stay
 # cheap, because every ``harness`` invocation (``--help`` included) registers every command.
-EXIT_INPUT = 2  # harness.gate.engine.EXIT_INPUT; a test keeps the two equal
 
 
 class OutputFormat(str, Enum):
@@ -32,28 +31,28 @@ class OutputFormat(str, Enum):
 
 
 def _exit(code: int) -> NoReturn:
-    """Exit with ``code`` via SystemExit, not ``typer.Exit``.
+    """Exit with the gate's verdict via SystemExit, not ``typer.Exit``.
 
     Why: an app invoked with ``standalone_mode=False`` turns ``typer.Exit`` into a return value, and a
     caller that ignores it would exit 0 on a regression. SystemExit reaches the process either way.
+    Input errors are not verdicts: they are raised as UserError and mapped by ``harness.cli.main``.
     """
     sys.exit(code)
 
 
-def _fail(exc: UserError) -> NoReturn:
-    """Print a user error as one line on stderr and exit 2: CI logs stay readable."""
-    typer.echo(f"error: {exc}", err=True)
-    _exit(EXIT_INPUT)
+def _check_outputs(paths: dict[str, Path | None]) -> None:
+    """Every output file is checked before the gate reads anything: a bad path costs nothing."""
+    from harness.records import check_output_file
+
+    for flag, path in paths.items():
+        if path is not None:
+            check_output_file(path, flag)
 
 
 def _write(path: Path, text: str) -> None:
-    from harness.rundir import write_text_atomic
+    from harness.records import write_text_atomic
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, text)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror})") from exc
+    write_text_atomic(path, text)
 
 
 def gate(
@@ -99,28 +98,26 @@ def gate(
     from harness.gate.report import render_json, render_junit, render_markdown, render_table
     from harness.gate.rules import load_rules
 
-    try:
-        rule_set = load_rules(rules)
-        base_side = load_side(list(baseline), label="baseline")
-        cand_side = load_side(list(candidate), label="candidate")
-        if any(p.is_file() for p in candidate):
-            raise UserError("the candidate must be run directories, not a baseline file")
-        result = run_gate(
-            base_side,
-            cand_side,
-            rule_set,
-            models=model or None,
-            metrics=metric or None,
-            rounds=rounds,
-            fail_on_inconclusive=fail_on_inconclusive,
-            seed=seed,
-        )
-        outputs = {json_path: render_json, junit_path: render_junit, markdown_path: render_markdown}
-        for path, render in outputs.items():
-            if path is not None:
-                _write(path, render(result))
-    except UserError as exc:
-        _fail(exc)
+    _check_outputs({"--json": json_path, "--junit": junit_path, "--markdown": markdown_path})
+    rule_set = load_rules(rules)
+    if any(p.is_file() for p in candidate):
+        raise UserError("the candidate must be run directories, not a baseline file")
+    base_side = load_side(list(baseline), label="baseline")
+    cand_side = load_side(list(candidate), label="candidate")
+    result = run_gate(
+        base_side,
+        cand_side,
+        rule_set,
+        models=model or None,
+        metrics=metric or None,
+        rounds=rounds,
+        fail_on_inconclusive=fail_on_inconclusive,
+        seed=seed,
+    )
+    outputs = {json_path: render_json, junit_path: render_junit, markdown_path: render_markdown}
+    for path, render in outputs.items():
+        if path is not None:
+            _write(path, render(result))
     if output_format is OutputFormat.table:
         render_table(result)
     elif output_format is not OutputFormat.none:
@@ -148,13 +145,11 @@ def export(
     """Write a compact, commit-friendly baseline file from finished run directories."""
     from harness.gate.baseline import write_baseline
     from harness.gate.data import expand_run_paths, side_from_runs
-    from harness.rundir import load_run
+    from harness.records import load_run
 
-    try:
-        side = side_from_runs([load_run(p) for p in expand_run_paths(list(run_dirs))], label=str(run_dirs[0]))
-        data = write_baseline(side, output, models=model or None, metrics=metric or None)
-    except UserError as exc:
-        _fail(exc)
+    _check_outputs({"--output": output})
+    side = side_from_runs([load_run(p) for p in expand_run_paths(list(run_dirs))], label=str(run_dirs[0]))
+    data = write_baseline(side, output, models=model or None, metrics=metric or None)
     samples = sum(len(block["rows"]) for block in data["rounds"][0]["models"].values())
     typer.echo(
         f"wrote {output}: suite {data['suite'].get('name')!r}, {len(data['models'])} model(s), "

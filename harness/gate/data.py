@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.rundir import MANIFEST, Run, load_run
+from harness.records import MANIFEST, Run, load_run
 
 Key = tuple[str, int]  # (prompt_id, sample_index): the unit a paired test pairs on
 
@@ -91,32 +91,27 @@ def clean_value(value: Any) -> float | None:
 
 
 def round_from_run(run: Run) -> Round:
-    """Pull the per-sample and model-level values of one run directory into a Round."""
+    """Pull the per-sample and model-level values of one (validated) run directory into a Round."""
     manifest = run.manifest
     rnd = Round(
-        run_id=str(manifest.get("run_id", run.path.name)),
+        run_id=manifest.run_id,
         source=str(run.path),
-        environment=dict(manifest.get("environment") or {}),
-        batch_size=manifest.get("batch_size"),
-        statuses={m["name"]: str(m.get("status", "ok")) for m in manifest.get("models", [])},
+        environment=dict(manifest.environment),
+        batch_size=manifest.batch_size,
+        statuses={m.name: m.status for m in manifest.models},
     )
-    seen: dict[str, dict[Key, None]] = {}  # ordered set of keys per model (a resumed run may repeat one)
+    seen: dict[str, list[Key]] = {}  # load_run guarantees each (model, prompt, index) once
     for record in run.samples:
-        model = record.get("model")
-        if model is None or "prompt_id" not in record:
-            raise UserError(
-                f"{run.path}/samples.jsonl: a sample has no 'model' or 'prompt_id'; the run directory is damaged"
-            )
-        key: Key = (str(record["prompt_id"]), int(record.get("sample_index", 0)))
-        seen.setdefault(model, {})[key] = None
+        model = record["model"]
+        key: Key = (record["prompt_id"], record["sample_index"])
+        seen.setdefault(model, []).append(key)
         per_metric = rnd.samples.setdefault(model, {})
-        for name, value in (record.get("metrics") or {}).items():
+        for name, value in record["metrics"].items():
             per_metric.setdefault(name, {})[key] = clean_value(value)
-    rnd.keys = {model: list(keys) for model, keys in seen.items()}
+    rnd.keys = seen
     for record in run.model_metrics:
-        model = record.get("model")
-        for name, value in (record.get("metrics") or {}).items():
-            rnd.model_values.setdefault(model, {})[name] = clean_value(value)
+        for name, value in record["metrics"].items():
+            rnd.model_values.setdefault(record["model"], {})[name] = clean_value(value)
     return rnd
 
 
@@ -132,14 +127,6 @@ def _metric_metas(run: Run) -> dict[str, MetricMeta]:
     return metas
 
 
-def suite_identity(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The part of a manifest's suite block that decides whether two runs are comparable."""
-    suite = manifest.get("suite") or {}
-    return {
-        k: suite.get(k) for k in ("name", "sha256", "prompts_sha256", "n_prompts", "samples_per_prompt", "sampling")
-    }
-
-
 def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) -> Side:
     """Several run directories of one suite as the rounds of one side.
 
@@ -149,11 +136,9 @@ def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) 
         raise UserError(f"{label}: no run directories given")
     first = runs[0]
     for run in runs:
-        status = run.manifest.get("status", "complete")
+        status = run.manifest.status
         if status != "complete" and not allow_incomplete:
             raise UserError(f"{run.path}: run status is {status!r}, not 'complete'; finish or re-run it before gating")
-        if "suite" not in run.manifest or "sha256" not in (run.manifest.get("suite") or {}):
-            raise UserError(f"{run.path}/{MANIFEST}: no suite.sha256; the run directory is damaged or too old")
         if run.suite_sha256 != first.suite_sha256:
             raise UserError(
                 f"{label}: rounds {first.path} and {run.path} ran different suites "
@@ -162,13 +147,13 @@ def side_from_runs(runs: list[Run], label: str, allow_incomplete: bool = False) 
     models: dict[str, dict[str, Any]] = {}
     metas: dict[str, MetricMeta] = {}
     for run in runs:
-        for entry in run.manifest.get("models", []):
-            models.setdefault(entry["name"], dict(entry.get("info") or {}))
+        for entry in run.manifest.models:
+            models.setdefault(entry.name, dict(entry.info or {}))
         for name, meta in _metric_metas(run).items():
             metas.setdefault(name, meta)
     return Side(
         label=label,
-        suite=suite_identity(first.manifest),
+        suite=first.manifest.suite.identity(),
         models=models,
         metrics=metas,
         rounds=[round_from_run(run) for run in runs],

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import UserError, did_you_mean
+from harness.errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError, did_you_mean
 from harness.gate.data import MetricMeta, Side
 from harness.gate.metric_tests import (
     IMPROVED,
@@ -27,7 +27,6 @@ from harness.gate.metric_tests import (
 from harness.gate.rules import Rules
 from harness.gate.stats import holm
 
-EXIT_PASS, EXIT_REGRESSION, EXIT_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 ENVIRONMENT_FIELDS = ("cpu", "platform", "device", "threads")
 MATCH_FIELDS = {"weights": "weights_sha256", "tokenizer": "tokenizer_sha256", "dtype": "dtype", "device": "device"}
 
@@ -64,7 +63,7 @@ class GateResult:
             return EXIT_REGRESSION
         if self.inconclusive and self.fail_on_inconclusive:
             return EXIT_INCONCLUSIVE
-        return EXIT_PASS
+        return EXIT_OK
 
 
 def check_suites(baseline: Side, candidate: Side) -> None:
@@ -282,6 +281,7 @@ def run_gate(
             if rule.direction == "none" and rule.test != "exact":  # exact gates any change, whatever the direction
                 comp.gated = False
             comparisons.append(comp)
+    _require_baseline_evidence(comparisons, baseline)
     _holm(comparisons)
     for comp in comparisons:
         _settle(comp)
@@ -292,6 +292,23 @@ def run_gate(
             "inconclusive; use --rounds (docs/ci.md) or 'replicate: samples' with a wide tolerance"
         )
     return GateResult(comparisons, baseline, candidate, rules, notes, other_machine, fail_on_inconclusive)
+
+
+def _require_baseline_evidence(comparisons: list[Comparison], baseline: Side) -> None:
+    """A gated metric the baseline declares but holds no usable value for is an input error.
+
+    Passing it would let a damaged baseline (values nulled or turned into strings) wave any regression
+    through; only a metric the baseline never had (new metric or model) is reported as info.
+    """
+    for comp in comparisons:
+        if comp.n_baseline or not comp.gated or comp.rule.direction == "none":
+            continue
+        if comp.metric in baseline.metrics and comp.model in baseline.models:
+            raise UserError(
+                f"{baseline.label}: metric {comp.metric!r} of model {comp.model!r} has no usable baseline value "
+                f"({comp.missing_baseline} missing); the gate cannot decide without evidence: re-export the baseline "
+                f"from a complete run, or leave the metric out (--metric, or 'gate: false' in the rules)"
+            )
 
 
 def _holm(comparisons: list[Comparison]) -> None:

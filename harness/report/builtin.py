@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.records import Run, Throughput
 from harness.report.browser import browser_section
 from harness.report.comparison_view import comparison_section
 from harness.report.context import ReportContext, run_label
@@ -11,7 +12,6 @@ from harness.report.figures import distribution_section, scatter_section
 from harness.report.markup import esc, fmt_params
 from harness.report.sections import ReportSection
 from harness.report.summary_tables import summary_section
-from harness.rundir import Run
 
 # Packages worth naming in the header even when the manifest lists many.
 KEY_PACKAGES = ("torch", "tinylm-harness", "tokenizers", "transformers", "numpy", "plotly", "scipy")
@@ -29,30 +29,29 @@ def _short(sha: Any) -> str:
     return esc(str(sha)[:12]) if sha else ""
 
 
-def _throughput(tp: Any) -> str:
-    if not isinstance(tp, dict) or not isinstance(tp.get("tokens_per_s"), (int, float)):
+def _throughput(tp: Throughput | None) -> str:
+    if tp is None or tp.tokens_per_s is None:
         return ""
-    return f"{tp['tokens_per_s']:.1f} tokens/s overall at batch size {esc(tp.get('batch_size', 1))}"
+    return f"{tp.tokens_per_s:.1f} tokens/s overall at batch size {esc(tp.batch_size)}"
 
 
 def _models(run: Run) -> str:
     rows = []
-    for m in run.manifest.get("models", []):
-        info = m.get("info") or {}
+    for m in run.manifest.models:
+        info = m.info or {}
         bits = [
-            esc(m.get("spec", "")),
+            esc(m.spec),
             esc(fmt_params(info.get("parameters"))),
             f"weights {_short(info.get('weights_sha256'))}" if info.get("weights_sha256") else "",
-            f"{m['wall_s']:.1f} s" if isinstance(m.get("wall_s"), (int, float)) else "",
-            _throughput(m.get("throughput")),
+            f"{m.wall_s:.1f} s" if m.wall_s is not None else "",
+            _throughput(m.throughput),
         ]
-        status = m.get("status", "?")
         flag = (
             ""
-            if status == "ok"
-            else f' <span class="warn">{esc(status)}{": " + esc(m.get("error")) if m.get("error") else ""}</span>'
+            if m.status == "ok"
+            else f' <span class="warn">{esc(m.status)}{": " + esc(m.error) if m.error else ""}</span>'
         )
-        rows.append(f"<li><b>{esc(m.get('name'))}</b> — {' · '.join(b for b in bits if b)}{flag}</li>")
+        rows.append(f"<li><b>{esc(m.name)}</b> — {' · '.join(b for b in bits if b)}{flag}</li>")
     return "<ul>" + "".join(rows) + "</ul>" if rows else "none"
 
 
@@ -80,10 +79,10 @@ def _commit(env: dict[str, Any]) -> str:
 
 def run_header(run: Run, index: int | None) -> str:
     """One run's provenance: the manifest fields a reader needs to trust (or doubt) the numbers."""
-    man, env = run.manifest, run.manifest.get("environment") or {}
-    suite = man.get("suite") or {}
-    sampling = suite.get("sampling") or {}
-    status = man.get("status", "?")
+    man, env = run.manifest, run.manifest.environment
+    suite = man.suite
+    sampling = suite.sampling
+    status = man.status
     warn = (
         ""
         if status == "complete"
@@ -97,30 +96,26 @@ def run_header(run: Run, index: int | None) -> str:
         (
             "run",
             esc(run_label(run))
-            + (
-                f" <span class='sub'>run id {esc(man.get('run_id'))}</span>"
-                if man.get("run_id") not in (None, run_label(run))
-                else ""
-            ),
+            + (f" <span class='sub'>run id {esc(man.run_id)}</span>" if man.run_id != run_label(run) else ""),
         ),
         ("status", esc(status)),
         (
             "suite",
-            f"{esc(suite.get('name'))} · {esc(suite.get('n_prompts'))} prompts × "
-            f"{esc(suite.get('samples_per_prompt'))} sample(s) · sha256 {_short(suite.get('sha256'))}",
+            f"{esc(suite.name)} · {esc(suite.n_prompts)} prompts × "
+            f"{esc(suite.samples_per_prompt)} sample(s) · sha256 {_short(suite.sha256)}",
         ),
         ("sampling", esc(", ".join(f"{k} {v}" for k, v in sampling.items()))),
         ("samples", f"{samples}" + (" (batched)" if any(s.get("batched") for s in run.samples) else "")),
         ("models", _models(run)),
-        ("date", f"{esc(man.get('created_at'))} → {esc(man.get('finished_at') or 'not finished')}"),
+        ("date", f"{esc(man.created_at)} → {esc(man.finished_at or 'not finished')}"),
         ("machine", f"{esc(env.get('platform'))}<span class='sub'>{esc(_cpu(env))}</span>"),
         ("device", esc(env.get("device"))),
         ("threads", esc(env.get("threads"))),
-        ("batch size", esc(man.get("batch_size", 1))),
+        ("batch size", esc(man.batch_size)),
         ("python", esc(env.get("python"))),
         ("packages", _packages(env)),
         ("commit", _commit(env)),
-        ("command", f"<code>{esc(' '.join(map(str, man.get('command') or [])))}</code>"),
+        ("command", f"<code>{esc(' '.join(map(str, man.command)))}</code>"),
     ]
     title = f"<h3>Run {index + 1}{' (baseline)' if index == 0 else ''}</h3>" if index is not None else ""
     return f'<div class="run-header" data-run="{esc(run_label(run))}">{title}{warn}{_dl(items)}</div>'

@@ -8,8 +8,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.errors import UserError
-
 # plugins directory (or None) -> the sections plugins registered through register_report_sections
 SectionsProvider = Callable[[Optional[Path]], Sequence[Any]]
 
@@ -49,12 +47,8 @@ def add_commands(app: typer.Typer, sections_provider: SectionsProvider = registr
     ) -> None:
         """Write one self-contained HTML report (Table 2, scatter plots, distributions, sample browser;
         a comparison view when given two or more runs of one suite)."""
-        target = out or default_output(run_dirs)
-        try:
-            from harness.report.render import write_report  # plotly and friends: only when a report is made
+        from harness.report.render import write_report  # plotly and friends: only when a report is made
 
-            path = write_report(run_dirs, target, list(sections_provider(plugins_dir)))
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+        target = out or default_output(run_dirs)
+        path = write_report(run_dirs, target, list(sections_provider(plugins_dir)))
         typer.echo(f"report written: {path} ({path.stat().st_size / 1e6:.1f} MB)")

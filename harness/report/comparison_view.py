@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from harness.records import Run
 from harness.report.context import ReportContext, finite, metric_label, run_label
 from harness.report.markup import esc, fmt_metric, fmt_signed
-from harness.rundir import Run
 
 ALPHA = 0.05
 
@@ -61,7 +61,7 @@ class Comparison:
 
 
 def _suite(run: Run) -> dict[str, Any]:
-    return run.manifest.get("suite", {})
+    return run.manifest.suite.identity()
 
 
 def _by_key(run: Run, model: str, metric: str) -> dict[tuple[str, int], tuple[float, bool]]:

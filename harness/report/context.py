@@ -18,8 +18,8 @@ import plotly.colors
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from harness.records import Run
 from harness.report.markup import json_block, slug
-from harness.rundir import Run
 from harness.terminal_table import STUDY_ORDER as _TABLE2_ORDER
 
 # The study's Table 2 rows come first (STUDY_ORDER, shared with the terminal table); other metrics follow
@@ -83,7 +83,7 @@ class Series:
         """Caption suffix: which run, and whether it was batched."""
         parts = [self.run_label] if self.run_label else []
         if self.batched:
-            parts.append(f"batched (batch size {self.run.manifest.get('batch_size', '>1')})")
+            parts.append(f"batched (batch size {self.run.manifest.batch_size})")
         return " · ".join(parts)
 
     @property
@@ -130,7 +130,7 @@ class ReportContext:
 
     @property
     def suites(self) -> list[str]:
-        return list(dict.fromkeys(r.manifest.get("suite", {}).get("name", "?") for r in self.runs))
+        return list(dict.fromkeys(r.manifest.suite.name for r in self.runs))
 
     @property
     def models(self) -> list[str]:

@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
@@ -21,12 +20,12 @@ from pathlib import Path
 from plotly.offline import get_plotlyjs
 
 from harness.errors import UserError
+from harness.records import Run, check_output_file, load_run, write_bytes_atomic
 from harness.report.assets import APP_JS, CSS
 from harness.report.builtin import builtin_sections
 from harness.report.context import ReportContext, build_context, default_template_json
 from harness.report.markup import esc, json_block, slug
 from harness.report.sections import ReportSection, vet_plugin_sections
-from harness.rundir import Run, load_run
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +111,9 @@ def write_report(run_dirs: list[Path], out: Path, sections_from_plugins: Sequenc
     (see ``harness.report.collect_sections``). The file is written via a temporary file and a rename,
     so a crash never leaves half a report behind.
     """
+    out = check_output_file(Path(out), "-o")
     runs = [load_run(Path(p)) for p in run_dirs]
     text = render_html(runs, sections_from_plugins)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     # 'replace' turns lone surrogates from a broken decoder into '?' instead of failing the report
-    tmp.write_bytes(text.encode("utf-8", errors="replace"))
-    os.replace(tmp, out)
+    write_bytes_atomic(out, text.encode("utf-8", errors="replace"))
     return out

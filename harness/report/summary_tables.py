@@ -69,9 +69,9 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
     stats = series_stats(ctx, series)
     if not stats:
         return '<p class="note">No metric values in this run.</p>'
-    info = {m.get("name"): m for m in series.run.manifest.get("models", [])}
+    info = {m.name: m.info or {} for m in series.run.manifest.models}
     heads = "".join(
-        f'<th data-model="{esc(m)}">{esc(m)}<span class="sub">{esc(fmt_params(info.get(m, {}).get("info", {}).get("parameters")))}'
+        f'<th data-model="{esc(m)}">{esc(m)}<span class="sub">{esc(fmt_params(info.get(m, {}).get("parameters")))}'
         "</span></th>"
         for m in series.models
     )
@@ -103,11 +103,7 @@ def summary_section(ctx: ReportContext) -> str:
 
     parts = []
     beside = next(
-        (
-            i
-            for i, s in enumerate(ctx.series)
-            if not s.batched and s.run.manifest.get("suite", {}).get("name") == STUDY_SUITE
-        ),
+        (i for i, s in enumerate(ctx.series) if not s.batched and s.run.manifest.suite.name == STUDY_SUITE),
         None,
     )
     for index, series in enumerate(ctx.series):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness.rundir import load_run
+from harness.records import load_run
 from tests.harness.test_runner import harness, write_suite
 
 

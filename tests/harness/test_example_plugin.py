@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.rundir import load_run
+from harness.records import load_run
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "harness-metric-example"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.rundir import load_run
+from harness.records import load_run
 from harness.work import Shard, derive_seed
 
 FAULTS = Path(__file__).parent / "fault_plugins"
@@ -228,7 +228,7 @@ def test_shards_partition_the_work():
 
 def test_a_run_directory_in_use_is_refused(tmp_path):
     from harness.errors import UserError
-    from harness.rundir import RunLock
+    from harness.records import RunLock
 
     with RunLock(tmp_path), pytest.raises(UserError, match="in use by harness process"):
         RunLock(tmp_path).__enter__()
@@ -249,7 +249,7 @@ def test_resume_of_a_directory_being_written_is_refused(tmp_path):
 
 
 def test_two_runs_never_share_a_directory(tmp_path):
-    from harness.rundir import new_run_dir
+    from harness.records import new_run_dir
 
     paths = {new_run_dir(tmp_path, "s") for _ in range(20)}
     assert len(paths) == 20

@@ -347,7 +347,7 @@ def test_score_serves_judge_bpb_windowing():
 def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path, tiny_checkpoint):
     """The CLI end to end, offline: Llama, GPT-2 and GPT-Neo from the Hub cache beside a tinylm checkpoint."""
 
-    from harness.rundir import load_run
+    from harness.records import load_run
 
     models = [f"hf:{ORG}/llama@v0", f"hf:{ORG}/gpt2", f"hf:{ORG}/gpt-neo", str(tiny_checkpoint)]
     suite = tmp_path / "s.yaml"

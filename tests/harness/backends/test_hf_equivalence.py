@@ -198,7 +198,7 @@ def test_too_long_for_learned_positions(pairs):
 
 def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
     """The CLI end to end: a tinylm checkpoint and its hf export in one run, judged by another hf model."""
-    from harness.rundir import load_run
+    from harness.records import load_run
 
     tinylm_spec, tied = pairs["tied"]
     models = [tinylm_spec, tied]  # the judge (untied export) is a third hf model

@@ -18,6 +18,9 @@ import pytest
 from harness.gate.data import load_side
 from harness.gate.engine import GateResult, run_gate
 from harness.gate.rules import load_rules
+from harness.records import load_run
+from harness.summary import write_summaries
+from harness.work import derive_seed
 
 METRICS: dict[str, dict[str, Any]] = {
     "tps": {"unit": "tokens/s", "higher_is_better": True, "level": "sample", "kind": "timing"},
@@ -84,7 +87,11 @@ def write_run(
 ) -> Path:
     """Write a run directory: ``values`` is model -> metric -> one value per sample in ``keys()`` order."""
     path.mkdir(parents=True, exist_ok=True)
-    metric_meta = metrics if metrics is not None else METRICS
+    present = {name for per_metric in values.values() for name in per_metric}
+    present |= {name for per_metric in (model_values or {}).values() for name in per_metric}
+    # like a real run, metrics.json declares the metrics the run computed (a declared metric with no
+    # value at all is missing evidence, which the gate refuses)
+    metric_meta = metrics if metrics is not None else {k: v for k, v in METRICS.items() if k in present}
     models = []
     for name in values:
         info = {
@@ -129,7 +136,10 @@ def write_run(
             "n_prompts": prompts,
             "samples_per_prompt": samples_per_prompt,
             "sampling": {"temperature": 0.8, "top_k": 50, "max_new_tokens": 256, "seed": 1234},
-            "definition": {"name": suite},
+            "definition": {
+                "name": suite,
+                "prompts": [{"id": f"p{i:03d}", "text": f"Once p{i:03d}", "category": "story"} for i in range(prompts)],
+            },
         },
         "models": models,
         "batch_size": batch_size,
@@ -149,7 +159,7 @@ def write_run(
                     "prompt_id": prompt_id,
                     "category": "story",
                     "sample_index": sample_index,
-                    "seed": 1234 + index,
+                    "seed": derive_seed(1234, prompt_id, sample_index),
                     "prompt_text": f"Once {prompt_id}",
                     "prompt_tokens": 3,
                     "output_text": "upon a time",
@@ -168,6 +178,8 @@ def write_run(
     with open(path / "model_metrics.jsonl", "w") as handle:
         for model, per_metric in (model_values or {}).items():
             handle.write(json.dumps({"model": model, "metrics": per_metric}) + "\n")
+    if status in ("complete", "complete_with_failures", "failed"):  # a finished run has its summaries
+        write_summaries(load_run(path, check_complete=False))
     return path
 
 

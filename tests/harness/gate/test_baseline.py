@@ -86,13 +86,15 @@ def test_rounds_of_different_suites_are_rejected(kit: SimpleNamespace) -> None:
         ('{"format": "other"}', "not a harness baseline file"),
         ('{"format": "tinylm-harness-baseline", "format_version": 9}', "format_version 9 is not supported"),
         (
-            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {}, "models": {}, "metrics": {}}',
-            "missing field 'rounds'",
+            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {"name": "s", "sha256": "a"},'
+            ' "models": {}, "metrics": {}}',
+            "field rounds: field required",
         ),
         (
-            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {"sha256": "a"}, "models": {}, "metrics": {},'
-            ' "rounds": [{"models": {"m": {"columns": ["prompt_id", "sample_index", "x"], "rows": [["p", 0]]}}}]}',
-            "rows\\[0\\]: expected 3 values",
+            '{"format": "tinylm-harness-baseline", "format_version": 1, "suite": {"name": "s", "sha256": "a"},'
+            ' "models": {"m": {}}, "metrics": {}, "rounds": [{"run_id": "r", "models": {"m": {"status": "ok",'
+            ' "columns": ["prompt_id", "sample_index", "x"], "rows": [["p", 0]]}}}]}',
+            "rows\\[0\\] has 2 values for 3 columns",
         ),
     ],
 )

@@ -12,8 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from harness.errors import UserError
 from harness.gate.commands import add_commands
 from harness.gate.report import MARKDOWN_MARKER
+from tests.harness.cli_result import invoke as invoke_mapped
 
 runner = CliRunner()
 
@@ -31,7 +33,7 @@ def make_app() -> typer.Typer:
 
 
 def invoke(*args: str | Path):  # noqa: ANN201 - click Result
-    return runner.invoke(make_app(), [str(a) for a in args])
+    return invoke_mapped(make_app(), list(args))
 
 
 @pytest.fixture
@@ -112,7 +114,7 @@ def test_json_output(dirs: SimpleNamespace) -> None:
     assert data["format"] == "tinylm-harness-gate" and data["status"] == "regression" and data["exit_code"] == 1
     assert data["suite"]["sha256"] == "a" * 64
     rows = {(r["metric"], r["model"]): r for r in data["results"]}
-    assert len(rows) == len(data["results"]) == 12  # 6 metrics × 2 models
+    assert len(rows) == len(data["results"]) == 10  # 5 metrics × 2 models
     bad = rows[("perplexity", "m")]
     assert bad["verdict"] == "regression" and bad["test"] == "wilcoxon" and bad["direction"] == "lower"
     assert bad["p_value"] <= bad["p_adjusted"] <= bad["alpha"] and bad["ci"]["rel_low"] < bad["rel_change"]
@@ -140,9 +142,9 @@ def test_junit_output(dirs: SimpleNamespace) -> None:
     path = dirs.tmp / "gate.xml"
     assert invoke("gate", dirs.worse, "--baseline", dirs.base, "--junit", path, "--format", "none").exit_code == 1
     root = ET.parse(path).getroot()
-    assert root.tag == "testsuites" and root.get("failures") == "1" and root.get("tests") == "12"
+    assert root.tag == "testsuites" and root.get("failures") == "1" and root.get("tests") == "10"
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == 12 and {(c.get("classname"), c.get("name")) for c in cases} >= {("gate.m", "perplexity")}
+    assert len(cases) == 10 and {(c.get("classname"), c.get("name")) for c in cases} >= {("gate.m", "perplexity")}
     failed = [c for c in cases if c.find("failure") is not None]
     assert [(c.get("classname"), c.get("name")) for c in failed] == [("gate.m", "perplexity")]
     failure = failed[0].find("failure")
@@ -167,7 +169,7 @@ def test_markdown_output(dirs: SimpleNamespace) -> None:
     assert text.startswith(MARKDOWN_MARKER) and "### ❌ gate FAILED" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     header, body = rows[0], rows[1:]
-    assert header.split("|")[1].strip() == "verdict" and len(body) == 12
+    assert header.split("|")[1].strip() == "verdict" and len(body) == 10
     first = [cell.strip() for cell in body[0].strip("|").split("|")]
     assert first[:3] == ["❌ regression", "perplexity", "m"]  # worst first
     assert first[5].startswith("+") and first[5].endswith("%")
@@ -206,12 +208,15 @@ def test_rounds_from_a_directory_of_runs(kit: SimpleNamespace) -> None:
 
 def test_exit_codes_survive_standalone_mode_false(dirs: SimpleNamespace) -> None:
     """The main CLI calls ``app(standalone_mode=False)``, which swallows typer.Exit: codes must still reach the OS."""
-    for candidate, code in ((dirs.same, 0), (dirs.worse, 1), (dirs.other_suite, 2)):
+    for candidate, code in ((dirs.same, 0), (dirs.worse, 1)):
         with pytest.raises(SystemExit) as info:
             make_app()(
                 ["gate", str(candidate), "--baseline", str(dirs.base), "--format", "none"], standalone_mode=False
             )
         assert info.value.code == code
+    # input errors are raised for harness.cli.main to map (one error path), never swallowed as a pass
+    with pytest.raises(UserError, match="suite mismatch"):
+        make_app()(["gate", str(dirs.other_suite), "--baseline", str(dirs.base)], standalone_mode=False)
 
 
 def test_real_entry_point(dirs: SimpleNamespace) -> None:

@@ -91,7 +91,13 @@ def test_missing_values(kit: SimpleNamespace) -> None:
     result = kit.gate(kit.run("base2", {"m": base}), kit.run("gone", {"m": gone}))
     assert by(result, "perplexity").verdict == MISSING and result.exit_code == 1
 
-    result = kit.gate(kit.run("base3", {"m": gone}), kit.run("back", {"m": base}))
+    # a baseline with no usable value for a gated metric is missing evidence: an input error, never a pass
+    with pytest.raises(UserError, match="metric 'perplexity' of model 'm' has no usable baseline value"):
+        kit.gate(kit.run("base3", {"m": gone}), kit.run("back", {"m": base}))
+    # a metric the baseline never had is new: reported, not gated
+    result = kit.gate(
+        kit.run("base4", {"m": {k: v for k, v in base.items() if k != "perplexity"}}), kit.run("new", {"m": base})
+    )
     assert by(result, "perplexity").verdict == INFO and result.exit_code == 0
 
 

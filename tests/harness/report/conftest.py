@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from harness.rundir import load_run, write_json_atomic
-from harness.summary import summarize, summary_frame
+from harness.records import load_run, write_json_atomic
+from harness.summary import write_summaries
+from harness.work import derive_seed
 
 XSS_PROMPT = 'Once upon a time <script>window.__xss = 1; alert(1)</script> there was a "brave" cat'
 XSS_OUTPUT = (
@@ -163,7 +164,7 @@ def _sample(
         "prompt_id": prompt["id"],
         "category": prompt["category"],
         "sample_index": sample_index,
-        "seed": rng.randrange(2**31),
+        "seed": derive_seed(1234, prompt["id"], sample_index),
         "prompt_text": prompt["text"],
         "prompt_tokens": len(prompt["text"].split()),
         "output_text": text,
@@ -237,7 +238,7 @@ def write_run(
             "n_prompts": n_prompts,
             "samples_per_prompt": samples_per_prompt,
             "sampling": {"temperature": 0.8, "top_k": 50, "max_new_tokens": 256, "seed": 1234},
-            "definition": {"name": suite},
+            "definition": {"name": suite, "prompts": prompts},
         },
         "models": [
             {
@@ -285,9 +286,7 @@ def write_run(
         },
     }
     write_json_atomic(path / "manifest.json", manifest)
-    summary = summarize(load_run(path))
-    write_json_atomic(path / "summary.json", summary)
-    summary_frame(summary).to_csv(path / "summary.csv", index=False)
+    write_summaries(load_run(path, check_complete=False))
     return path
 
 

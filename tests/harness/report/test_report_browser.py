@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.records import load_run
 from harness.report import write_report
 from harness.report.figures import STUDY_SCATTERS
-from harness.rundir import load_run
 
 from .conftest import XSS_OUTPUT, XSS_PROMPT
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from harness.records import load_run
 from harness.report import write_report
 from harness.report.comparison_view import compare_runs, comparisons, holm
 from harness.report.context import build_context
-from harness.rundir import load_run
 
 
 def _compare(a, b):

@@ -11,10 +11,10 @@ def test_failed_run_without_samples_still_reports(make_run, tmp_path):
     run = make_run(models=("a", "b"))
     (run / "samples.jsonl").write_text("")
     (run / "model_metrics.jsonl").unlink()
-    (run / "summary.json").unlink()
     manifest = json.loads((run / "manifest.json").read_text())
     manifest["status"] = "failed"
     manifest["models"][0].update(status="failed", error="RuntimeError: <boom>")
+    manifest["models"][1].update(status="failed", error="RuntimeError: also")
     (run / "manifest.json").write_text(json.dumps(manifest))
     text = write_report([run], tmp_path / "r.html").read_text(encoding="utf-8")
     assert "No samples in these runs" in text and "No metric values in this run" in text

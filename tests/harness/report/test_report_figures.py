@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from harness.records import load_run
 from harness.report import write_report
 from harness.report.context import build_context
 from harness.report.figures import STUDY_SCATTERS, distribution_figure, scatter_figure
-from harness.rundir import load_run
 
 from .conftest import XSS_OUTPUT, Page
 

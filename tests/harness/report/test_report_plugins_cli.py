@@ -12,6 +12,7 @@ from harness.errors import UserError
 from harness.hookspecs import hookimpl
 from harness.report import ReportSection, collect_sections, esc, write_report
 from harness.report.commands import add_commands
+from tests.harness.cli_result import invoke as invoke_mapped
 
 from .conftest import Page
 
@@ -158,7 +159,7 @@ def test_cli_default_output_and_plugin_sections(make_run, tmp_path, monkeypatch)
 
 
 def test_cli_bad_directory_is_one_line_exit_2(tmp_path):
-    result = CliRunner().invoke(_app(), ["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
+    result = invoke_mapped(_app(), ["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2
     assert "not a run directory" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r.html").exists()

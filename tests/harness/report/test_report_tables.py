@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from harness.records import load_run
 from harness.report import write_report
 from harness.report.context import STUDY_ORDER, build_context
 from harness.report.study_table import STUDY_TABLE2, study_table
 from harness.report.summary_tables import best_models, summary_section, summary_table
-from harness.rundir import load_run
 from harness.summary import describe
 
 from .conftest import table_rows
@@ -131,7 +131,7 @@ def test_header_shows_provenance_in_both_commit_formats(make_run):
         "results are partial",
     ):
         assert text in html, text
-    env = run.manifest["environment"]
+    env = run.manifest.environment
     env.pop("git")
     env["git_commit"] = "feedface"  # the field name docs/run-directory.md documents
     assert "feedface" in run_header(run, 0) and "(baseline)" in run_header(run, 0)

@@ -3,7 +3,7 @@
 import json
 import os
 
-from harness import rundir
+from harness.records import files as rundir
 
 
 def _counting_fsync(monkeypatch):

@@ -1,0 +1,146 @@
+"""One model's pass over its share of the suite: load, warm up, generate, score, append.
+
+Split from the runner (which owns the run directory and its manifest) because this is the part that
+touches a model: it knows nothing about resumes, locks or statuses beyond the set of samples already
+done, and it reports back the counts the manifest records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.metric_evaluation import model_metrics, sample_metrics
+from harness.records import JsonlAppender
+from harness.suite import LoadedSuite, Prompt
+from harness.types import Generation, Metric, Model, SamplingParams
+from harness.work import derive_seed
+
+WARMUP_PROMPT = "Once upon a time"
+
+
+@dataclass
+class PassResult:
+    """What one model's pass produced (throughput counts only this session's generation)."""
+
+    samples: int = 0
+    tokens: int = 0
+    generation_ns: int = 0
+    timing: dict[str, Any] | None = None  # the contention probe over the generation window
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sample_record(
+    suite: LoadedSuite,
+    model: Model,
+    prompt: Prompt,
+    sample_index: int,
+    seed: int,
+    prompt_ids: list[int],
+    generation: Generation,
+    batched: bool,
+    values: dict[str, float | None],
+    errors: dict[str, str],
+) -> dict[str, Any]:
+    """The samples.jsonl line for one generation (fields documented in docs/run-directory.md)."""
+    start = generation.start_ns
+    return {
+        "suite": suite.suite.name,
+        "model": model.info.name,
+        "prompt_id": prompt.id,
+        "category": prompt.category,
+        "sample_index": sample_index,
+        "seed": seed,
+        "prompt_text": prompt.text,
+        "prompt_tokens": len(prompt_ids),
+        "output_text": model.decode(generation.tokens),
+        "output_ids": list(generation.tokens),
+        "eos_hit": bool(generation.eos_hit),
+        "stop_reason": generation.stop_reason,
+        "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],
+        "end_ms": round((generation.end_ns - start) / 1e6, 4),
+        "logprobs": [round(lp, 6) if math.isfinite(lp) else None for lp in generation.logprobs],
+        "batched": batched,
+        "flags": ["nonfinite"] if generation.nonfinite else [],
+        "metrics": values,
+        "metric_errors": errors,
+    }
+
+
+def warm_up(model: Model, sampling: SamplingParams, rounds: int) -> None:
+    ids = model.encode(WARMUP_PROMPT)
+    for i in range(rounds):
+        model.generate(ids, sampling, torch.Generator(device="cpu").manual_seed(i))
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def generate_pass(
+    model: Model,
+    suite: LoadedSuite,
+    items: list[tuple[Prompt, int]],
+    encoded: dict[str, list[int]],
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    batch_size: int,
+    out: JsonlAppender,
+    advance: Callable[[], None],
+) -> PassResult:
+    """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes."""
+    from harness.contention import ContentionProbe
+
+    sampling = suite.suite.sampling.params()
+    result = PassResult()
+    if not items:
+        return result
+    warm_up(model, sampling, suite.suite.warmup)
+    probe = ContentionProbe.start()
+    for batch in chunks(items, batch_size):
+        prompt_ids = [encoded[prompt.id] for prompt, _ in batch]
+        seeds = [derive_seed(sampling.seed, prompt.id, index) for prompt, index in batch]
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        if len(batch) > 1 and hasattr(model, "generate_batch"):
+            generations = model.generate_batch(prompt_ids, sampling, generators)
+            result.generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
+        else:  # batch 1, or a backend without a batched path: one at a time
+            generations = [model.generate(ids, sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)]
+            result.generation_ns += sum(g.end_ns - g.start_ns for g in generations)
+        for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations, strict=True):
+            values, errors = sample_metrics(metrics, generation, ids, model, sampling, resources)
+            record = sample_record(
+                suite, model, prompt, sample_index, seed, ids, generation, batch_size > 1, values, errors
+            )
+            out.append(record)
+            result.records.append(record)
+            result.tokens += len(generation.tokens)
+            result.samples += 1
+            advance()
+    measured = probe.stop()
+    result.timing = measured if isinstance(measured, dict) else measured.to_dict()
+    return result
+
+
+def score_model(
+    model: Model,
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    records: list[dict[str, Any]],
+    resources: dict[str, Any],
+    peak_mem_mb: float | None,
+    out: JsonlAppender,
+) -> None:
+    """Model-level metrics (held-out bpb, peak memory) over every sample the model has, old and new."""
+    values, errors = model_metrics(metrics, model, records, {**resources, "peak_mem_mb": peak_mem_mb})
+    if values or errors:
+        out.append({"model": model.info.name, "metrics": values, "metric_errors": errors})
+
+
+def elapsed_s(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
