@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 import statistics
 import tempfile
@@ -273,9 +272,13 @@ def measure_overhead(
     """
     from rich.console import Console
 
+    from harness import model_pass
     from harness.plugins import get_registry
+    from harness.records import load_run
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
+
+    real_warm_up = model_pass.warm_up
 
     fsyncs: list[tuple[float, float]] = []  # (start, duration) of every os.fsync during the run
     real_fsync = os.fsync
@@ -286,7 +289,7 @@ def measure_overhead(
         fsyncs.append((t0, time.perf_counter() - t0))
 
     class TimedRun(SuiteRun):
-        """Records when each model's ``_run_model`` began and when its warmup ran; changes nothing else."""
+        """Records when each model's ``_run_model`` began (and, via ``timed_warm_up``, when its warmup ran)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -297,11 +300,6 @@ def measure_overhead(
             self.entered[spec] = time.perf_counter()
             return super()._run_model(spec, *args, **kwargs)
 
-        def _warmup(self, model: Any) -> None:
-            t0 = time.perf_counter()
-            super()._warmup(model)
-            self.warmup[model.info.name] = (t0, time.perf_counter())
-
     with tempfile.TemporaryDirectory(prefix="decode-speed-", dir=base_dir) as tmp:
         suite_path = Path(tmp) / "suite.yaml"
         suite_path.write_text(overhead_suite_yaml(n_prompts, tokens), encoding="utf-8")
@@ -311,15 +309,21 @@ def measure_overhead(
         suite_run = TimedRun(
             load_suite(suite_path), model_specs, run_dir, get_registry(None), options, Console(file=io.StringIO())
         )
-        os.fsync = timed_fsync
+
+        def timed_warm_up(model: Any, sampling: Any, rounds: int) -> None:
+            t0 = time.perf_counter()
+            real_warm_up(model, sampling, rounds)
+            suite_run.warmup[model.info.name] = (t0, time.perf_counter())
+
+        os.fsync, model_pass.warm_up = timed_fsync, timed_warm_up
         try:
             code = suite_run.execute()
         finally:
-            os.fsync = real_fsync
+            os.fsync, model_pass.warm_up = real_fsync, real_warm_up
         if code != 0:
             raise RuntimeError(f"overhead suite run failed (exit {code}): {[o.error for o in suite_run.outcomes]}")
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
+        run = load_run(run_dir)
+        manifest, samples = run.manifest.to_json(), run.samples
     results = []
     for entry in manifest["models"]:
         name = entry["name"]

@@ -46,6 +46,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -259,6 +260,7 @@ def measure(preset: str, policy: Policy, tokens: int, rounds: int) -> dict[str, 
         "omp_env": info["omp_env"],
         "applied": info["applied"],
         "torch": info["torch"],
+        "worker_pids": [p.pid for p in procs],  # all killed and reaped by now
         "idle_tps": statistics.median(tps[0]),
         "one_tps": statistics.median(tps[1]),
         "one_share": share(1),
@@ -290,7 +292,7 @@ def openmp_runtime() -> str:
     spec = importlib.util.find_spec("torch")
     if spec is None or spec.origin is None:
         return "unknown"
-    libs = sorted(p.name for p in (Path(spec.origin).parent / "lib").glob("*omp*.so*"))
+    libs = sorted(p.name for p in (Path(spec.origin).parent / "lib").iterdir() if re.match(r"lib[gi]?omp\b", p.name))
     return ", ".join(libs) or "none bundled (system OpenMP)"
 
 
@@ -302,7 +304,7 @@ def fmt_row(r: dict[str, Any]) -> str:
 
     o = r["probe"]
     return (
-        f"{r['preset']:<6}{r['policy']:<14}{r['threads']:>4}{r['idle_tps']:>10.0f}{r['one_tps']:>10.0f}"
+        f"{r['preset']:<7}{r['policy']:<14}{r['threads']:>4}{r['idle_tps']:>10.0f}{r['one_tps']:>10.0f}"
         f"{100 * r['one_share']:>7.0f}%{r['two_tps']:>10.0f}{100 * r['two_share']:>7.0f}%"
         f"   {others(o['0'])}/{others(o['1'])}/{others(o['2'])}"
     )
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         out(f"note: {note}")
     out()
     out(
-        f"{'preset':<6}{'policy':<14}{'thr':>4}{'idle':>10}{'+1 copy':>10}{'%idle':>8}{'+2 copies':>10}{'%idle':>8}   others% idle/+1/+2"
+        f"{'preset':<7}{'policy':<14}{'thr':>4}{'idle':>10}{'+1 copy':>10}{'%idle':>8}{'+2 copies':>10}{'%idle':>8}   others% idle/+1/+2"
     )
     rows = []
     t0 = time.perf_counter()

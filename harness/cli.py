@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +13,10 @@ from rich.table import Table
 
 from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, UserError
 from harness.user_text import one_line, plain
+
+if TYPE_CHECKING:  # annotations only: 'harness --help' must not import the suite and plugin machinery
+    from harness.plugins import Registry
+    from harness.suite import LoadedSuite
 
 app = typer.Typer(
     help="Benchmark and evaluate tiny language models.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -93,6 +97,7 @@ def run(
     registry = _registry(plugins_dir)
     # fail fast, before any directory exists: specs no backend recognises, option keys no backend reads,
     # a device this machine does not have (spec syntax and option values: check_model_options below)
+    _check_suite(loaded, registry)  # the same checks as 'suites validate': what it accepts, run runs
     check_specs(specs, registry, model_options, loaded.suite.judge)
     resolve_device(device or loaded.suite.device)
     options = RunOptions(
@@ -117,7 +122,7 @@ def run(
     else:
         run_dir = new_run_dir(Path("runs"), loaded.suite.name)
     suite_run.dir, suite_run.created = run_dir, resume is None
-    console.print(plain(f"run directory: {run_dir}"))
+    console.print(plain(f"run directory: {run_dir}"), soft_wrap=True)
     code = suite_run.execute()
     summary = suite_run.summary
     console.print(summary_table(summary))
@@ -131,7 +136,7 @@ def run(
         )
     elif report:
         _write_report(run_dir, registry)
-    console.print(plain(f"run directory: {run_dir}"))
+    console.print(plain(f"run directory: {run_dir}"), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -150,7 +155,23 @@ def _write_report(run_dir: Path, registry) -> None:
             soft_wrap=True,
         )
         return
-    console.print(plain(f"report: {path}"))
+    console.print(plain(f"report: {path}"), soft_wrap=True)
+
+
+def _check_suite(loaded: LoadedSuite, registry: Registry) -> None:
+    """Everything about a suite that needs no model: metric names and the fields they require, the judge
+    spec's syntax, the reference file. ``run`` and ``suites validate`` both call this and only this, so a
+    suite that validates runs (the device is the machine's business: ``run`` checks it)."""
+    from harness.metric_evaluation import check_suite_inputs
+    from harness.models import check_spec
+    from harness.types import LoadOptions
+
+    check_suite_inputs(loaded, registry)
+    if loaded.suite.judge:
+        try:
+            check_spec(loaded.suite.judge, registry, LoadOptions())
+        except UserError as exc:
+            raise UserError(f"{loaded.path}: field 'judge': {exc}") from None
 
 
 @suites_app.command("validate")
@@ -158,27 +179,19 @@ def suites_validate(
     files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")], plugins_dir: PluginsDir = None
 ) -> None:
     """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
-    from harness.metric_evaluation import check_suite_inputs
-    from harness.models import check_spec
     from harness.suite import load_suite
-    from harness.types import LoadOptions
 
     failed = False
     for path in files:
         try:
             loaded = load_suite(path)
-            registry = _registry(plugins_dir)
-            check_suite_inputs(loaded, registry)
-            if loaded.suite.judge:  # its syntax, as run checks it before loading (the device is the machine's)
-                try:
-                    check_spec(loaded.suite.judge, registry, LoadOptions())
-                except UserError as exc:
-                    raise UserError(f"{path}: field 'judge': {exc}") from None
+            _check_suite(loaded, _registry(plugins_dir))
             console.print(
                 plain(
                     f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
                     f"sha256 {loaded.sha256[:12]})"
-                )
+                ),
+                soft_wrap=True,
             )
         except UserError as exc:
             err_console.print(plain(f"error: {one_line(exc)}"), soft_wrap=True)
@@ -211,8 +224,14 @@ def plugins(plugins_dir: PluginsDir = None) -> None:
     console.print(table)
 
 
+_FEATURE_COMMANDS_ADDED = []  # main() may run more than once in one process (in-process tests)
+
+
 def _add_commands() -> None:
-    """Commands that live with their feature: report, gate/baseline, merge."""
+    """Commands that live with their feature: report, gate/baseline, merge (added once per process)."""
+    if _FEATURE_COMMANDS_ADDED:
+        return
+    _FEATURE_COMMANDS_ADDED.append(True)
     from harness import merge
     from harness.gate import commands as gate_commands
     from harness.report import commands as report_commands
@@ -260,7 +279,7 @@ def main() -> None:
         if isinstance(result, int):
             sys.exit(result)
     except UserError as exc:
-        err_console.print(error_line(exc), highlight=False, soft_wrap=True, markup=False)
+        err_console.print(plain(error_line(exc)), soft_wrap=True)  # Text: no markup, emoji codes or highlighting
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -268,7 +287,9 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # usage errors from (typer's vendored) click: one message, exit 2
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+            ctx = getattr(exc, "ctx", None)  # one line, like every other input error (not click's usage block)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(plain(f"error: {exc.format_message()}{hint}"), soft_wrap=True)
             sys.exit(exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else EXIT_INPUT)
         if exc.__class__.__name__ == "Abort":
             sys.exit(EXIT_INTERRUPTED)
@@ -277,4 +298,4 @@ def main() -> None:
 
 def error_line(exc: UserError) -> str:
     """The one line a user error prints (newlines folded: CI logs and tests read one line)."""
-    return "error: " + " ".join(str(exc).split())
+    return "error: " + one_line(" ".join(str(exc).split()))

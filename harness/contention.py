@@ -28,7 +28,8 @@ quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``).
 - ``cgroup``: where a CPU quota is tighter than the affinity mask (a ``--cpus=2`` container on a large host),
   /proc/stat's CPUs are not our capacity, so the container's usage at the cgroup root visible inside it
   (v2 ``cpu.stat usage_usec``, v1 ``cpuacct.usage``) minus this process's CPU is used instead: it reflects the
-  other processes in the container (not other containers, whose effect shows as throttling/steal instead).
+  other processes in the container; other containers on the host are invisible to it (they only make us
+  slower), which is why /proc/stat restricted to our CPUs is preferred wherever it describes our capacity.
 - ``None``: not Linux, or neither readable: every measured field None, ``contended`` False, reason
   "not measured".
 
@@ -48,9 +49,9 @@ cgroup source counts nanoseconds and has no such limit).
 Why 5%, from readings of this probe on the 2-vCPU build machine with real competitors (pure-Python busy
 loops in other processes; the tok/s effects are rough, the machine was shared while measuring):
 
-- The floor: this process alone (sleeping, or decoding with 2 threads) read 0.2-0.6% per 3-second window;
-  kernel threads, the sandbox agent and shells are all there is. 5% is ~10x that, so a quiet machine is not
-  flagged.
+- The floor: this process alone (sleeping, or decoding with 2 threads) read 0.2-0.6% per 3-second window
+  (2.8% once, with a shell command running); kernel threads, the sandbox agent and shells are all there is.
+  5% stays clear of that, so a quiet machine is not flagged.
 - One always-busy competitor reads 50% (while we sleep) and 36-38% against a 2-thread decode loop, two read
   100% / ~52%: a decode loop's spinning libgomp threads hold the CPUs, so *measured* others understate what
   the competitor wanted. A competitor busy 10% of the time reads 5% alone but only 3-5% against the decode

@@ -117,9 +117,11 @@ class Backend(Protocol):
     def available(self) -> list[tuple[str, str]]:
         """(spec, description) pairs that resolve right now, for ``harness models``."""
 
-    # Optional: ``check_options(spec, options) -> Any`` raises UserError for options this backend cannot
-    # honour; ``harness run`` calls it before creating the run directory (see docs/plugins.md). It is not
-    # part of the Protocol so that backends without it still satisfy ``isinstance(x, Backend)``.
+    # Optional: ``check_options(spec, options) -> Any`` raises UserError for a bad spec syntax or options
+    # this backend cannot honour; ``harness run`` calls it before creating the run directory (see
+    # docs/plugins.md). Optional too: ``option_keys: tuple[str, ...]``, the ``--model-option`` keys it
+    # reads (harness.validation.check_option_keys refuses others). Neither is part of the Protocol, so
+    # backends without them still satisfy ``isinstance(x, Backend)``.
 
 
 @dataclass

@@ -1,13 +1,12 @@
 """Command-line values checked once, each with one line that gives the valid range.
 
-Typer checks types; everything a type cannot say (ranges, finiteness, which ``--model-option`` keys a
-backend reads) is checked here, before ``harness run`` creates anything, so a bad value costs nothing
+Typer checks types; everything a type cannot say (ranges, which ``--model-option`` keys a backend
+reads) is checked here, before ``harness run`` creates anything, so a bad value costs nothing
 and is never a crash halfway through a run.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,22 +26,9 @@ def parse_int(label: str, text: Any, low: int, high: int) -> int:
         return check_int(label, text, low, high)
     stripped = str(text).strip()
     digits = stripped[1:] if stripped[:1] in "+-" else stripped
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 30:
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 30 or not low <= int(stripped) <= high:
         raise UserError(f"{label}={text!r}: must be an integer from {low:,} to {high:,}")
-    return check_int(label, int(stripped), low, high)
-
-
-def check_float(label: str, value: float, low: float, high: float = math.inf) -> float:
-    """A finite ``value`` in [low, high]; NaN and infinities are never valid."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise UserError(f"{label} {value}: must be a finite number {_range(low, high)}")
-    if not low <= value <= high:
-        raise UserError(f"{label} {value}: must be {_range(low, high)}")
-    return float(value)
-
-
-def _range(low: float, high: float) -> str:
-    return f"≥ {low:g}" if math.isinf(high) else f"from {low:g} to {high:g}"
+    return int(stripped)
 
 
 def parse_model_options(pairs: Iterable[str]) -> dict[str, str]:

@@ -8,8 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Hypothesis's defaults include wall-clock limits (a 200 ms deadline per example, the too_slow health check)
+# that a loaded or 10x slower machine breaks; the suite must pass there too (tests/ceilings.py).
+settings.register_profile("any-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "any-machine"))
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,9 +5,10 @@ data, never code. A pickle that needs more than tensors is refused in one line t
 it to safetensors, never loading it with ``weights_only=False``.
 
 Cost is bounded before work: the config is validated (types, ranges, heads dividing dim), and the shapes
-it implies (computed on the ``meta`` device, so nothing is allocated) are compared with the shapes in the
-safetensors header, or in the memory-mapped pickle, *before* the model is built. A config claiming a
-6 GB network beside 5 MB of weights is a one-line error, not 6 GB of RAM.
+it implies are compared with the shapes in the safetensors header, or in the memory-mapped pickle,
+*before* the model is built. The comparison never enumerates the config's network (``n_layers`` may say
+two billion): it walks the file's keys, so it costs what the file holds. A config claiming a 6 GB network
+beside 5 MB of weights is a one-line error, not 6 GB of RAM.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +71,73 @@ _ITEM_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16"
 _ITEM_BYTES.update({"I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1})
 
 
+_LAYER_KEY = re.compile(r"^blocks\.(0|[1-9][0-9]{0,9})\.(.+)$")
+
+
+def _layer_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """One block's parameters (tinylm_ref.model.Block); tests pin this to ``LLM(config).state_dict()``."""
+    return {
+        "attn_norm.weight": (c.dim,),
+        "attn.qkv.weight": (3 * c.dim, c.dim),
+        "attn.proj.weight": (c.dim, c.dim),
+        "ffn_norm.weight": (c.dim,),
+        "ffn.gate_up.weight": (2 * c.ffn_dim, c.dim),
+        "ffn.down.weight": (c.dim, c.ffn_dim),
+    }
+
+
+def _global_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    return {
+        "tok_emb.weight": (c.vocab_size, c.dim),
+        "pos_emb.weight": (c.max_seq_len, c.dim),
+        "norm.weight": (c.dim,),
+        "head.weight": (c.vocab_size, c.dim),
+    }
+
+
+def expected_shape(config: ModelConfig, key: str) -> tuple[int, ...] | None:
+    """The shape ``LLM(config)`` gives parameter ``key``, or None if it has no such parameter. O(1)."""
+    match = _LAYER_KEY.match(key)
+    if match:
+        return _layer_shapes(config).get(match.group(2)) if int(match.group(1)) < config.n_layers else None
+    return _global_shapes(config).get(key)
+
+
+def _expected_keys(config: ModelConfig) -> Iterator[str]:
+    yield from ("tok_emb.weight", "pos_emb.weight")
+    for layer in range(config.n_layers):
+        yield from (f"blocks.{layer}.{name}" for name in _layer_shapes(config))
+    yield from ("norm.weight", "head.weight")
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every state-dict key of ``LLM(config)`` and its shape, built on the meta device: no memory used."""
-    with torch.device("meta"):
-        model = LLM(config)
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    """Every parameter of ``LLM(config)`` with its shape (for trusted configs: it enumerates all layers)."""
+    return {key: expected_shape(config, key) or () for key in _expected_keys(config)}
+
+
+def compare_shapes(
+    config: ModelConfig, shapes: dict[str, tuple[int, ...]], limit: int = 5
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """(missing keys, unexpected keys, (key, found, expected) shape mismatches), at most ``limit`` each.
+
+    A tied head may be absent. Bounded by the file: each expected key walked is either present (at most
+    ``len(shapes)`` of them) or missing (the walk stops at ``limit``), whatever ``n_layers`` says.
+    """
+    unexpected, wrong = [], []
+    for key, shape in shapes.items():
+        want = expected_shape(config, key)
+        if want is None:
+            unexpected.append(key)
+        elif tuple(shape) != want:
+            wrong.append((key, tuple(shape), want))
+    missing = []
+    tied_ok = config.tie_weights and "tok_emb.weight" in shapes
+    for key in _expected_keys(config):
+        if key not in shapes and not (key == "head.weight" and tied_ok):
+            missing.append(key)
+            if len(missing) >= limit:
+                break
+    return missing, sorted(unexpected)[:limit], wrong[:limit]
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -124,23 +188,17 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]], path: Path, hint: str = "") -> None:
+def check_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]], path: Path) -> None:
     """Refuse weights whose keys or shapes differ from what ``config`` builds (a tied head may be absent)."""
-    expected = expected_shapes(config)
-    present = set(shapes)
-    if config.tie_weights and "head.weight" not in present and "tok_emb.weight" in present:
-        present.add("head.weight")
-    missing, unexpected = sorted(set(expected) - present), sorted(present - set(expected))
+    missing, unexpected, wrong = compare_shapes(config, shapes)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-            f"check config.json{hint or ' (for foreign state dicts, see the key map in docs/backends.md)'}"
+            f"{path}: weights do not match the config: missing {missing}, unexpected {unexpected}; "
+            "check config.json (for foreign state dicts, see the key map in docs/backends.md)"
         )
-    for key, shape in shapes.items():
-        if tuple(shape) != expected[key]:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(shape)}, config expects {expected[key]}; fix config.json{hint}"
-            )
+    if wrong:
+        key, found, want = wrong[0]
+        raise CheckpointError(f"{path}: {key} has shape {found}, config expects {want}; fix config.json")
 
 
 def load_pickle_state(path: Path) -> object:
@@ -157,7 +215,7 @@ def load_pickle_state(path: Path) -> object:
         match = re.search(r"GLOBAL (\S+)", str(exc))
         wants = f" (it asks for {match.group(1)})" if match else ""
         raise CheckpointError(
-            f"{path}: refused: this pickle holds more than tensors{wants}, and loading it could run code; "
+            f"{path}: refused: not a weights-only pickle of tensors{wants}, and loading it could run code; "
             "if you trust its source, convert it to safetensors and load that (docs/backends.md)"
         ) from exc
     except Exception as exc:  # truncated or foreign files surface as many different exceptions

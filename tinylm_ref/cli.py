@@ -252,6 +252,10 @@ def sample(
     _int_in("--seed", seed, 0, MAX_SEED)
     torch_device = _device(device)
     try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:  # undecodable bytes in the argument arrive as lone surrogates
+        _fail(f"the prompt is not valid UTF-8 (at character {exc.start}); pass UTF-8 text")
+    try:
         ckpt = load_checkpoint(checkpoint, device=torch_device)
     except (CheckpointError, ValueError, OSError) as exc:
         _fail(str(exc))
@@ -259,7 +263,7 @@ def sample(
     # byte-level BPE: no token covers more bytes than its string has characters, so a prompt this long
     # cannot fit (4x margin for normalisation) and is refused without tokenizing it
     longest = max((len(t) for t in ckpt.tokenizer.get_vocab(with_added_tokens=True)), default=1)
-    if len(prompt.encode("utf-8", "surrogatepass")) > 4 * longest * context:
+    if len(prompt.encode("utf-8")) > 4 * longest * context:
         _fail(f"the prompt is {len(prompt):,} characters; the context holds {context} tokens; shorten it")
     try:
         ids = ckpt.tokenizer.encode(prompt).ids

@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from harness.backends.hf_hub import download_snapshot, file_sha256, is_local_target, split_repo_spec
 from harness.errors import UserError
 from harness.types import LoadOptions
-from tinylm_ref.checkpoint import CheckpointError, expected_shapes, load_pickle_state
+from tinylm_ref.checkpoint import CheckpointError, compare_shapes, load_pickle_state
 from tinylm_ref.config import MAX_CONFIG_BYTES, PRESETS, ModelConfig
 from tinylm_ref.model import LLM
 
@@ -495,8 +495,9 @@ def load_study_layout(
 
     if config.tie_weights and "head.weight" not in state and "tok_emb.weight" in state:
         state["head.weight"] = state["tok_emb.weight"]
-    expected = expected_shapes(config)  # on the meta device: nothing allocated until the shapes agree
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    # bounded by the file, whatever the config claims; nothing is allocated until the shapes agree
+    limit = 2 * len(state) + 64
+    missing, unexpected, wrong = compare_shapes(config, {k: tuple(v.shape) for k, v in state.items()}, limit)
     if missing or unexpected:
         hint = suggest_key_map(missing, unexpected)
         fix = f"try key_map {json.dumps(hint)}" if hint else "pass a study_layout key_map"
@@ -504,12 +505,12 @@ def load_study_layout(
             f"{label}: {weights.name} does not match tinylm_ref: {len(missing)} missing key(s) {missing[:4]}, "
             f"{len(unexpected)} unexpected {unexpected[:4]}; {fix} (docs/backends.md#key-mapping)"
         )
-    for key, value in state.items():
-        if tuple(value.shape) != expected[key]:
-            raise UserError(
-                f"{label}: {weights.name}: {key} has shape {tuple(value.shape)} but the config gives "
-                f"{expected[key]}; fix the config ({cfg_path.name if cfg_path else 'none found'})"
-            )
+    if wrong:
+        key, found, want = wrong[0]
+        raise UserError(
+            f"{label}: {weights.name}: {key} has shape {found} but the config gives "
+            f"{want}; fix the config ({cfg_path.name if cfg_path else 'none found'})"
+        )
     model = LLM(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()

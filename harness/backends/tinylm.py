@@ -34,9 +34,6 @@ BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
 TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
 STUDY_HUB_REPO = "deycoding/deycoding-tiny-language-model"
 RANDOM_PREFIX = "random/"
-#: A prompt's UTF-8 bytes over (longest token × context × this) cannot fit the context whatever the
-#: tokenizer does (normalisation can shrink text a little), so it is refused before tokenizing.
-PROMPT_BYTES_MARGIN = 4
 
 
 class TinyLMModel:
@@ -45,9 +42,6 @@ class TinyLMModel:
     def __init__(self, model: LLM, tokenizer: Tokenizer, info: ModelInfo) -> None:
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.weight_dtype = torch.float32  # of the decode step's matrices (--dtype); see tinylm_ref.decoder
-        # byte-level BPE: one character of a token string is one byte, so no token covers more bytes
-        longest = max((len(token) for token in tokenizer.get_vocab(with_added_tokens=True)), default=1)
-        self.max_prompt_bytes = PROMPT_BYTES_MARGIN * max(longest, 1) * info.context_length
         try:
             self.eos_id: int | None = special_id(tokenizer, EOS)
         except ValueError as exc:
@@ -56,13 +50,7 @@ class TinyLMModel:
             ) from exc
 
     def encode(self, text: str) -> list[int]:
-        """Token ids; a text that cannot fit the context by its byte length alone is never tokenized."""
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if size > self.max_prompt_bytes:
-            raise UserError(
-                f"model {self.info.name}: a prompt of {size:,} bytes is far more than its context of "
-                f"{self.info.context_length} tokens holds; shorten the prompt"
-            )
+        """Token ids (prompts are at most harness.suite.MAX_PROMPT_BYTES: tokenizing one is cheap)."""
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids: list[int]) -> str:

@@ -48,18 +48,24 @@ def _check_parent(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: {ancestor} is not writable; choose another path")
 
 
+def _lstat(path: Path, flag: str) -> os.stat_result | None:
+    """``lstat`` of an output path; None when nothing is there (or a parent is not a directory, which
+    the parent check then names)."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot use this path ({exc.strerror}); choose another path") from None
+
+
 def check_output_file(path: Path, flag: str) -> Path:
     """Refuse an output path that is anything but absent or a regular file (before any work starts).
 
     Symlinks are refused even when they point at a regular file: replacing one would silently write
     somewhere the user did not name, or (a dangling one) create a file elsewhere.
     """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise UserError(f"{flag} {path}: cannot use this path ({exc.strerror}); choose another path") from None
+    info = _lstat(path, flag)
     if info is not None:
         if stat.S_ISLNK(info.st_mode):
             raise UserError(f"{flag} {path}: is a symbolic link; give the path of a regular file")
@@ -73,10 +79,7 @@ def check_output_file(path: Path, flag: str) -> Path:
 
 def check_output_dir(path: Path, flag: str) -> Path:
     """Refuse an output directory that exists and is not an empty real directory (or sits somewhere odd)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        info = None
+    info = _lstat(path, flag)
     if info is not None:
         if stat.S_ISLNK(info.st_mode):
             raise UserError(f"{flag} {path}: is a symbolic link; give the path of a new directory")

@@ -72,7 +72,7 @@ def test_truncated_checkpoint_fails_that_model_and_keeps_the_others(tmp_path, ti
     result = harness("run", suite, "--models", f"tinylm:random/2.5m,{broken}", "--out", tmp_path / "r", "--no-report")
     assert_one_line_error(result, "model.safetensors", "cannot read weights")
     run = load_run(tmp_path / "r")
-    assert len(run.samples) == 2 and {m["status"] for m in run.manifest["models"]} == {"ok", "failed"}
+    assert len(run.samples) == 2 and {m.status for m in run.manifest.models} == {"ok", "failed"}
     assert (tmp_path / "r" / "summary.json").exists()
 
 
@@ -112,7 +112,7 @@ def test_prompt_longer_than_the_context(tmp_path, tiny_checkpoint):
     result = harness("run", suite, "--models", tiny_checkpoint, "--out", tmp_path / "r", "--no-report")
     assert_one_line_error(result, "prompt 'huge'", "context is 64", "shorten the prompt")
     run = load_run(tmp_path / "r")  # every prompt is checked before the first sample: no wasted work
-    assert run.samples == [] and run.manifest["models"][0]["status"] == "failed"
+    assert run.samples == [] and run.manifest.models[0].status == "failed"
 
 
 def test_max_new_tokens_beyond_context_stops_at_the_context(tmp_path, tiny_checkpoint):

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from tests.ceilings import HANG_S
+
 PROBE = """
 import sys
 sys.argv = ["harness", *sys.argv[1:]]
@@ -19,7 +21,9 @@ print("HEAVY:", ",".join(heavy))
 
 def _heavy_modules_loaded(*args):
     env = {k: v for k, v in os.environ.items() if k != "HARNESS_PLUGINS_DIR"}
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=HANG_S, env=env
+    )
     line = next(line for line in result.stdout.splitlines() if line.startswith("HEAVY:"))
     return result, line.removeprefix("HEAVY:").strip()
 
@@ -50,7 +54,7 @@ def test_a_plugin_command_from_a_plugins_dir_still_registers(tmp_path):
         [sys.executable, "-m", "harness", "hello", "world"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_S,
         env={**os.environ, "HARNESS_PLUGINS_DIR": str(tmp_path)},
     )
     assert result.returncode == 0 and "hello world" in result.stdout, result.stdout + result.stderr

@@ -25,12 +25,12 @@ from harness.contention import (
     flag_text,
     judge,
 )
+from tests.ceilings import HANG_S
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or Layout.detect().source is None, reason="needs /proc/stat or cgroup counters"
 )
 
-SAFETY_S = 600.0  # only a ceiling against a hung worker; nothing waits this long on any machine that works
 BUSY_WORKER = "import sys\nprint('ready', flush=True)\nwhile True:\n    pass\n"
 HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -61,7 +61,7 @@ def busy_workers(n: int) -> Iterator[list[subprocess.Popen]]:
 
 def _wait_until(condition, what: str) -> None:
     """Poll ``condition`` (which also checks the workers are alive); the ceiling is a safety net only."""
-    deadline = time.monotonic() + SAFETY_S
+    deadline = time.monotonic() + HANG_S
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")

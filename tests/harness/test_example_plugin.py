@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import load_run
+from tests.ceilings import HANG_S
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "harness-metric-example"
@@ -16,8 +18,14 @@ EXAMPLE = REPO / "examples" / "harness-metric-example"
 
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
-    """pip-install the example into a private target directory (entry points included), offline."""
+    """pip-install the example into a private target directory (entry points included), offline.
+
+    pip builds from a private copy: built in place, setuptools writes build/ and *.egg-info into the source
+    directory, which would put files in the checkout and race a second copy of the suite doing the same.
+    """
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("example") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
         [
             sys.executable,
@@ -30,11 +38,11 @@ def installed_example(tmp_path_factory):
             "--no-index",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert list(target.glob("harness_metric_example-*.dist-info"))
     return target
@@ -53,7 +61,7 @@ def test_word_diversity_formula():
 def test_example_plugin_end_to_end(installed_example, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed_example), "HF_HUB_OFFLINE": "1"}
     listing = subprocess.run(
-        [sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, env=env, timeout=HANG_S
     )
     assert "word_diversity" in listing.stdout and "0.2.0" in listing.stdout
     suite = tmp_path / "s.yaml"
@@ -78,7 +86,7 @@ def test_example_plugin_end_to_end(installed_example, tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=HANG_S,
     )
     assert result.returncode == 0, result.stderr
     assert "word_diversity" in result.stdout  # the terminal table

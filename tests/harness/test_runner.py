@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from harness.records import load_run
 from harness.work import Shard, derive_seed
+from tests.ceilings import HANG_S
 
 FAULTS = Path(__file__).parent / "fault_plugins"
 REPO = Path(__file__).resolve().parents[2]
@@ -30,15 +32,18 @@ def write_suite(tmp_path, name="t", n_prompts=4, samples=2, max_new=24, extra=""
 
 
 def harness(*args, cwd=None, env=None, check=None):
+    """``python -m harness ARGS``; without ``cwd`` it runs in a scratch directory, so a run without ``--out``
+    (default ./runs/) never writes into the checkout, where a second copy of the suite would meet it."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=600,
-    )
+    with tempfile.TemporaryDirectory(prefix="harness-cwd-") as scratch:
+        result = subprocess.run(
+            [sys.executable, "-m", "harness", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd or scratch,
+            env=full_env,
+            timeout=HANG_S,
+        )
     if check is not None:
         assert result.returncode == check, result.stdout + result.stderr
     return result
@@ -91,7 +96,7 @@ def test_run_writes_directory_and_same_seed_gives_same_tokens(tmp_path, tiny_che
     ):
         assert field in record
     assert len(record["token_times_ms"]) == len(record["output_ids"]) == record["metrics"]["tokens_generated"]
-    manifest = run.manifest
+    manifest = run.manifest.to_json()
     assert manifest["status"] == "complete"
     assert manifest["environment"]["packages"]["torch"] and manifest["environment"]["threads"] >= 1
     info = manifest["models"][1]["info"]
@@ -136,7 +141,7 @@ def test_crashing_backend_fails_its_model_only(tmp_path):
     )
     assert "model fault:crash2 crashed" in result.stderr and "simulated backend crash" in result.stderr
     run = load_run(tmp_path / "r")
-    statuses = {m["name"]: m["status"] for m in run.manifest["models"]}
+    statuses = {m.name: m.status for m in run.manifest.models}
     assert statuses == {"fault:crash2": "failed", "tinylm:random/2.5m": "ok"}
     assert sum(r["model"] == "fault:crash2" for r in run.samples) == 2  # the samples made before the crash are kept
     assert sum(r["model"] == "tinylm:random/2.5m" for r in run.samples) == 8
@@ -183,9 +188,10 @@ def test_nan_logits_flag_the_sample_and_the_run_goes_on(tmp_path):
     assert sum(r["model"] == "tinylm:random/2.5m" for r in run.samples) == 2
 
 
-def _wait_for_samples(path, n, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _wait_for_samples(path, n, proc, timeout=HANG_S):
+    """Until ``n`` samples are on disk while ``proc`` is alive; the ceiling is only a safety net."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if path.exists() and path.read_text().count("\n") >= n:
             return
         if proc.poll() is not None:
@@ -204,16 +210,16 @@ def test_interrupted_run_resumes_to_the_same_samples(tmp_path, sig):
     )
     _wait_for_samples(tmp_path / "int" / "samples.jsonl", 3, proc)
     proc.send_signal(sig)
-    code = proc.wait(timeout=120)
+    code = proc.wait(timeout=HANG_S)
     partial = load_run(tmp_path / "int")
     kept = len(partial.samples)
     assert kept >= 3  # nothing that was written is lost
     if sig != signal.SIGKILL:
-        assert code == 130 and partial.manifest["status"] == "interrupted"
+        assert code == 130 and partial.manifest.status == "interrupted"
         assert "--resume" in proc.stderr.read()
     harness("run", suite, "--resume", tmp_path / "int", "--no-report", check=0)
     resumed = load_run(tmp_path / "int")
-    assert resumed.manifest["status"] == "complete"
+    assert resumed.manifest.status == "complete"
     assert ids_by_key(tmp_path / "int") == ids_by_key(tmp_path / "ref")
     assert len(resumed.samples) == len(load_run(tmp_path / "ref").samples)
 
@@ -242,9 +248,13 @@ def test_resume_of_a_directory_being_written_is_refused(tmp_path):
         "run", str(suite), "--models", "tinylm:random/10m", "--out", str(tmp_path / "r"), "--no-report", "--no-progress"
     )
     _wait_for_samples(tmp_path / "r" / "samples.jsonl", 1, first)
-    second = harness("run", suite, "--resume", tmp_path / "r", "--no-report")
+    first.send_signal(signal.SIGSTOP)  # holds its lock, and cannot finish before the second call, however slow
+    try:
+        second = harness("run", suite, "--resume", tmp_path / "r", "--no-report")
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and "in use by harness process" in second.stderr
-    assert first.wait(timeout=300) == 0
+    assert first.wait(timeout=HANG_S) == 0
     assert len(load_run(tmp_path / "r").samples) == 30
 
 
@@ -265,7 +275,7 @@ def test_batched_run_gives_the_batch_1_tokens_and_is_labelled(tmp_path, tiny_che
     batched = load_run(tmp_path / "many")
     assert all(r["batched"] for r in batched.samples)
     assert not any(r["batched"] for r in load_run(tmp_path / "one").samples)
-    throughput = batched.manifest["models"][0]["throughput"]
+    throughput = batched.manifest.models[0].throughput.to_json()
     assert throughput["batch_size"] == 4 and throughput["tokens"] == sum(len(r["output_ids"]) for r in batched.samples)
 
 
@@ -318,8 +328,8 @@ def test_bfloat16_decoding_is_recorded_and_seeded(tmp_path, tiny_checkpoint):
             check=0,
         )
     a, b, f32 = (load_run(tmp_path / name) for name in ("a", "b", "f32"))
-    assert a.manifest["models"][0]["info"]["dtype"] == "bfloat16"
-    assert f32.manifest["models"][0]["info"]["dtype"] == "float32"
+    assert a.manifest.models[0].info["dtype"] == "bfloat16"
+    assert f32.manifest.models[0].info["dtype"] == "float32"
     assert ids_by_key(tmp_path / "a") == ids_by_key(tmp_path / "b")
     assert [r["logprobs"] for r in a.samples] == [r["logprobs"] for r in b.samples]
     # the first token comes from the float32 prefill; later ones from the bf16 matrices

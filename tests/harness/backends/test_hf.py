@@ -374,6 +374,6 @@ def test_suite_run_over_three_architectures_and_a_reference_model(hub, tmp_path,
         assert len(record["output_ids"]) == record["metrics"]["tokens_generated"] == len(record["token_times_ms"])
         if record["output_ids"]:
             assert record["metrics"]["perplexity"] >= 1
-    infos = {m["info"]["spec"]: m["info"] for m in run.manifest["models"]}
+    infos = {m.info["spec"]: m.info for m in run.manifest.models}
     assert infos[f"hf:{ORG}/llama@v0"]["revision"] == COMMIT_B and infos[f"hf:{ORG}/gpt2"]["revision"] == COMMIT_A
     assert infos[str(tiny_checkpoint)]["backend"] == "tinylm"

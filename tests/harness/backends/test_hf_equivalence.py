@@ -26,6 +26,7 @@ import torch
 from harness.backends.hf_export import export_tinylm_to_hf, llama_shape
 from harness.errors import UserError
 from harness.types import LoadOptions, SamplingParams
+from tests.ceilings import HANG_S
 from tests.harness.backends.hub_cache import put_in_hub_cache
 from tests.harness.test_runner import harness
 from tinylm_ref.checkpoint import load_checkpoint, save_checkpoint
@@ -233,7 +234,7 @@ def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
             a, b = record["metrics"].get(metric), twin["metrics"].get(metric)
             assert (a is None and b is None) or a == pytest.approx(b, rel=1e-4), metric
     assert any(r["metrics"].get("judge_bpb") for r in by_model[tied].values())
-    infos = {m["info"]["spec"]: m["info"] for m in run.manifest["models"]}
+    infos = {m.info["spec"]: m.info for m in run.manifest.models}
     assert infos[tied]["revision"] == COMMIT and infos[tied]["backend"] == "hf"
 
 
@@ -251,7 +252,7 @@ def test_export_loads_in_plain_transformers_with_remote_code(pairs, tmp_path):
     )
     env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=HANG_S, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     module, nll = result.stdout.strip().splitlines()[-2:]

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from harness.errors import UserError
 from harness.gate.commands import add_commands
 from harness.gate.report import MARKDOWN_MARKER
+from tests.ceilings import HANG_S
 from tests.harness.cli_result import invoke as invoke_mapped
 
 runner = CliRunner()
@@ -229,7 +230,7 @@ def test_real_entry_point(dirs: SimpleNamespace) -> None:
         [sys.executable, "-m", "harness", "gate", str(dirs.worse), "--baseline", str(dirs.base), "--format", "none"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert proc.returncode == 1, proc.stderr  # one process start is slow enough; the other codes are covered above
     assert "Traceback" not in proc.stderr

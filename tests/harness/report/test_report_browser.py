@@ -15,6 +15,7 @@ import pytest
 from harness.records import load_run
 from harness.report import write_report
 from harness.report.figures import STUDY_SCATTERS
+from tests.ceilings import HANG_MS
 
 from .conftest import XSS_OUTPUT, XSS_PROMPT
 
@@ -58,9 +59,13 @@ def test_report_in_headless_chromium(make_run, tmp_path):
     dialogs: list[str] = []
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True, timeout=HANG_MS)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+            # every wait below is for an event (load, __reportReady, a selector); Playwright's 30 s defaults
+            # are wall-clock limits that a slow or shared machine breaks, so only a hang ceiling is left
+            context.set_default_timeout(HANG_MS)
+            context.set_default_navigation_timeout(HANG_MS)
 
             def route(r):
                 requests.append(r.request.url)
@@ -77,7 +82,7 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
             page.goto(url)
-            page.wait_for_function("window.__reportReady === true", timeout=60_000)
+            page.wait_for_function("window.__reportReady === true", timeout=HANG_MS)
 
             points = page.evaluate("""() => Object.fromEntries(
                 Array.from(document.querySelectorAll('[data-scatter] .plot')).map(gd => [
@@ -132,5 +137,5 @@ def test_screenshot_helper_crops_one_section(make_run, tmp_path):
     from harness.report.screenshot import screenshot
 
     report = write_report([make_run(models=("a", "b"), n_prompts=4)], tmp_path / "r.html")
-    png = screenshot(report, tmp_path / "shots" / "summary.png", section="summary")
+    png = screenshot(report, tmp_path / "shots" / "summary.png", section="summary", timeout_s=HANG_MS / 1000)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
