@@ -76,22 +76,27 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
         """Read a config.json; every problem (size, encoding, JSON, NaN, fields) is a ValueError."""
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_CONFIG_BYTES + 1)
-        except OSError as exc:
-            raise ValueError(f"cannot read it ({exc.strerror or exc.__class__.__name__})") from exc
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ValueError(f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; a config.json is a few hundred bytes")
-        try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
-        except RecursionError:
-            raise ValueError("not valid JSON (nested too deeply)") from None
-        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise ValueError(
-                f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
-            ) from exc
-        return cls.from_dict(data)
+        return cls.from_dict(load_config_json(path))
+
+
+def load_config_json(path: str | Path) -> Any:
+    """A config file's JSON, read with a size cap, without NaN/Infinity; every problem is a ValueError
+    (never a RecursionError or a gigabyte read), so callers that only peek at a config stay cheap."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror or exc.__class__.__name__})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"larger than {MAX_CONFIG_BYTES // 2**20} MiB; a config.json is a few hundred bytes")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(
+            f"not valid JSON ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
+        ) from exc
 
 
 def _shown(value: Any) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from harness.devices import resolve_device
 from harness.errors import UserError
 from harness.hookspecs import hookimpl
 from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
+from tinylm_ref.config import load_config_json
 from tinylm_ref.sampling import sample_loop
 
 PREFIX = "hf:"
@@ -263,18 +263,21 @@ def _check_code(snapshot: Path, spec: str, trust_remote_code: bool) -> dict[str,
     if not config_path.is_file():
         raise UserError(f"model {spec}: no config.json in {snapshot}; is it a transformers model directory?")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"model {spec}: {config_path} is not valid JSON ({_first_line(exc)}); re-download it") from exc
+        config = load_config_json(config_path)
+    except ValueError as exc:
+        raise UserError(f"model {spec}: {config_path}: {exc}; re-download it") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"model {spec}: {config_path} is not a JSON object; re-download it")
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config.get("model_type")
     custom = ["config.json"] if "auto_map" in config else []
     tok_config = snapshot / "tokenizer_config.json"
     try:
-        if tok_config.is_file() and "auto_map" in json.loads(tok_config.read_text(encoding="utf-8")):
+        tok_data = load_config_json(tok_config) if tok_config.is_file() else {}
+        if isinstance(tok_data, dict) and "auto_map" in tok_data:
             custom.append(tok_config.name)
-    except (OSError, ValueError):
+    except ValueError:
         pass  # AutoTokenizer reports a broken tokenizer config itself
     if model_type not in CONFIG_MAPPING or (custom and not model_type):
         if custom and not trust_remote_code:
@@ -384,9 +387,10 @@ def _looks_like_transformers_dir(path: Path) -> bool:
     if not (path.is_dir() and config.is_file()):
         return False
     try:
-        return "model_type" in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_config_json(config)
+    except ValueError:
         return False
+    return isinstance(data, dict) and "model_type" in data
 
 
 class HFBackend:

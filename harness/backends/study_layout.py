@@ -38,7 +38,7 @@ from harness.backends.hf_hub import download_snapshot, file_sha256, is_local_tar
 from harness.errors import UserError
 from harness.types import LoadOptions
 from tinylm_ref.checkpoint import CheckpointError, compare_shapes, load_pickle_state
-from tinylm_ref.config import MAX_CONFIG_BYTES, PRESETS, ModelConfig
+from tinylm_ref.config import MAX_CONFIG_BYTES, PRESETS, ModelConfig, load_config_json
 from tinylm_ref.model import LLM
 
 STUDY_REPO = "deycoding/deycoding-tiny-language-model"
@@ -100,9 +100,11 @@ class StudyLayout:
         """``LoadOptions.extra["study_layout"]``: {weights, tokenizer, config: str | list, key_map: dict | JSON path}."""
         raw = (extra or {}).get("study_layout") or {}
         if isinstance(raw, str):  # --model-option study_layout='{"weights": "..."}'
+            from harness.yaml_safe import load_json_line
+
             try:
-                raw = json.loads(raw, parse_constant=float)
-            except (ValueError, RecursionError):
+                raw = load_json_line(raw)
+            except ValueError:
                 raw = None
         if not isinstance(raw, dict):
             raise UserError(
@@ -119,16 +121,30 @@ class StudyLayout:
             if isinstance(given.get(name), str):
                 given[name] = (given[name],)
             elif name in given:
-                given[name] = tuple(given[name])
+                value = given[name]
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                    raise UserError(
+                        f"study_layout {name}: expected a file pattern or a list of them, got {value!r:.60}"
+                    )
+                given[name] = tuple(value)
         if isinstance(given.get("key_map"), str):
             path = Path(given["key_map"]).expanduser()
             try:
-                given["key_map"] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+                given["key_map"] = load_config_json(path)
+            except ValueError as exc:
                 raise UserError(
-                    f"study_layout key_map: cannot read {path} as a JSON object ({exc.__class__.__name__}); "
+                    f"study_layout key_map: cannot read {path} as a JSON object ({exc}); "
                     'give a JSON file of {"old_prefix": "new_prefix"}'
                 ) from exc
+        key_map = given.get("key_map", {})
+        if not isinstance(key_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in key_map.items()
+        ):
+            raise UserError(
+                'study_layout key_map: expected {"old_prefix": "new_prefix", ...} with string keys and values'
+            )
+        if not isinstance(given.get("config_required", False), bool):
+            raise UserError("study_layout config_required: expected true or false")
         return cls(**given)
 
 
@@ -286,13 +302,19 @@ def _as_bool(key: Any, value: Any) -> bool:
 
 def apply_key_map(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
     """Rename keys: prefix renames, or ``re:PATTERN`` -> replacement (``re.sub``); the first match wins."""
-    compiled = [(re.compile(old[3:]), new) if old.startswith("re:") else (old, new) for old, new in key_map.items()]
+    try:
+        compiled = [(re.compile(old[3:]), new) if old.startswith("re:") else (old, new) for old, new in key_map.items()]
+    except re.error as exc:
+        raise UserError(f"study_layout key_map: not a regular expression ({exc}); fix the 're:' entry") from exc
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for old, new in compiled:
             if isinstance(old, re.Pattern):
                 if old.search(key):
-                    key = old.sub(new, key)
+                    try:
+                        key = old.sub(new, key)
+                    except (re.error, IndexError) as exc:  # a bad group reference in the replacement
+                        raise UserError(f"study_layout key_map: replacement {new!r} is invalid ({exc})") from exc
                     break
             elif key.startswith(old):
                 key = new + key[len(old) :]

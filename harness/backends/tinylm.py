@@ -9,7 +9,6 @@ Specs (see docs/backends.md):
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from harness.validation import parse_int
 from tinylm_ref import sampling
 from tinylm_ref.batch import generate_batch
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
-from tinylm_ref.config import PRESETS
+from tinylm_ref.config import PRESETS, load_config_json
 from tinylm_ref.decoder import WEIGHT_DTYPES
 from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
@@ -200,9 +199,10 @@ def is_checkpoint_dir(path: Path) -> bool:
     if not (path.is_dir() and config.is_file() and (path / "tokenizer.json").is_file()):
         return False
     try:
-        return "model_type" not in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_config_json(config)
+    except ValueError:
         return True  # let the loader report the broken config with its file name
+    return not (isinstance(data, dict) and "model_type" in data)
 
 
 class TinyLMBackend:

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import UserError
@@ -126,6 +126,7 @@ def test_random_damage_is_handled_or_refused_in_one_line(shards, tmp_path_factor
         valid = True
     except UserError:
         valid = False
+    event(f"{operation} {name}: {'still valid' if valid else 'refused'}")
     commands: list[tuple[tuple, tuple[int, ...]]] = [
         (("report", damaged, "-o", work / "r.html"), (0,)),
         (("baseline", "export", damaged, "-o", work / "b.json"), (0,)),
