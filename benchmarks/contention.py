@@ -14,7 +14,9 @@ For each preset and policy:
 - a competitor is the same workload: it generates ``--tokens`` tokens in a loop, the policy's settings and
   all, until killed; both are stopped (SIGSTOP) between measurements, so they use no CPU while idle;
 - each round measures the same process idle, with one competitor resumed (SIGCONT), then with both: one
-  generation of ``--tokens`` new tokens (EOS ignored, top-k 50, temperature 0.8) each. Rounds interleave
+  generation of ``--tokens`` new tokens (EOS ignored, top-k 50, temperature 0.8) each, after one untimed
+  generation at that level (a level lasts many samples in a real run, and an adaptive policy decides from
+  what it saw during the previous sample). Rounds interleave
   the three levels so a drift of the machine's speed affects them alike.
 
 Reported: decode tok/s = (n - 1) / (last token - first token), the median over ``--rounds``; "% of idle" is
@@ -138,7 +140,11 @@ def worker(role: str, preset: str, tokens: int, policy: Policy) -> int:
     model.eos_id = None
     prompt_ids = model.encode(PROMPT)
 
+    governor = applied if hasattr(applied, "check") else None
+
     def generate(seed: int) -> Any:
+        if governor is not None:  # what the runner does before each sample
+            governor.check()
         params = SamplingParams(temperature=TEMPERATURE, top_k=TOP_K, max_new_tokens=tokens, seed=seed)
         return model.generate(prompt_ids, params, torch.Generator(device="cpu").manual_seed(seed))
 
@@ -150,7 +156,7 @@ def worker(role: str, preset: str, tokens: int, policy: Policy) -> int:
         "threads": torch.get_num_threads(),
         "weights": weights,
         "omp_env": {k: v for k, v in os.environ.items() if k.startswith(OMP_PREFIXES)},
-        "applied": applied if isinstance(applied, (dict, list, str, int, float, type(None))) else repr(applied),
+        "applied": applied.summary() if governor is not None else applied,
     }
     print(json.dumps(ready), flush=True)
     seed = 1
@@ -166,6 +172,7 @@ def worker(role: str, preset: str, tokens: int, policy: Policy) -> int:
             continue
         if command != "measure":
             break
+        generate(seed + 10**6)  # settle: a level lasts many samples in a real run, so policies see it first
         probe = probes.setdefault(level, ContentionProbe())
         probe.resume()
         gen = generate(seed)

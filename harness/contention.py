@@ -187,7 +187,7 @@ class Layout:
 
 
 @dataclass
-class _Snapshot:
+class CounterSnapshot:
     wall: float
     process_cpu: float
     busy_ticks: int | None = None
@@ -196,7 +196,7 @@ class _Snapshot:
     cgroup_s: float | None = None
 
     @classmethod
-    def take(cls, layout: Layout) -> _Snapshot:
+    def take(cls, layout: Layout) -> CounterSnapshot:
         snap = cls(time.perf_counter(), time.process_time())
         if layout.source == "proc_stat":
             stat = _read_proc_stat()
@@ -238,7 +238,7 @@ class ContentionProbe:
     def __init__(self, layout: Layout | None = None) -> None:
         self.layout = layout or Layout.detect()
         self._loadavg_before = _loadavg()
-        self._span_start: _Snapshot | None = None
+        self._span_start: CounterSnapshot | None = None
         self._wall = self._cpu = 0.0
         self._busy = self._steal = self._all = 0
         self._cgroup = 0.0
@@ -258,14 +258,14 @@ class ContentionProbe:
     def resume(self) -> None:
         """Open a span (no-op when one is open)."""
         if self._span_start is None:
-            self._span_start = _Snapshot.take(self.layout)
+            self._span_start = CounterSnapshot.take(self.layout)
 
     def pause(self) -> None:
         """Close the open span and add its deltas (no-op when paused)."""
         a = self._span_start
         if a is None:
             return
-        b = _Snapshot.take(self.layout)
+        b = CounterSnapshot.take(self.layout)
         self._span_start = None
         self._wall += b.wall - a.wall
         self._cpu += b.process_cpu - a.process_cpu
@@ -304,7 +304,7 @@ class ContentionProbe:
         )
 
 
-def _clock_ticks() -> int:
+def clock_ticks() -> int:
     try:
         return int(os.sysconf("SC_CLK_TCK"))
     except (AttributeError, ValueError, OSError):
@@ -324,7 +324,7 @@ def judge(
     loadavg_after: float | None,
 ) -> ContentionRecord:
     """Turn a window's deltas into fractions and the decision (the rule in the module docstring)."""
-    hz = _clock_ticks()
+    hz = clock_ticks()
     detail: dict[str, Any] = {
         "proc_stat_cpus": layout.proc_stat_cpus,
         "affinity_cpus": len(layout.cpus) or None,

@@ -96,14 +96,40 @@ def generate_pass(
 ) -> PassResult:
     """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes."""
     from harness.contention import ContentionProbe
+    from harness.threads import ThreadGovernor, policy_name
 
     sampling = suite.suite.sampling.params()
     result = PassResult()
     if not items:
         return result
     warm_up(model, sampling, suite.suite.warmup)
+    governor = ThreadGovernor(max_threads=torch.get_num_threads(), policy=policy_name())
     probe = ContentionProbe.start()
+    try:
+        _generate_batches(model, suite, items, encoded, metrics, resources, batch_size, out, advance, governor, result)
+    finally:
+        governor.restore()
+    measured = probe.stop()
+    result.timing = {**measured, "threads": governor.summary()}
+    return result
+
+
+def _generate_batches(
+    model: Model,
+    suite: LoadedSuite,
+    items: list[tuple[Prompt, int]],
+    encoded: dict[str, list[int]],
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    batch_size: int,
+    out: JsonlAppender,
+    advance: Callable[[], None],
+    governor: Any,
+    result: PassResult,
+) -> None:
+    sampling = suite.suite.sampling.params()
     for batch in chunks(items, batch_size):
+        governor.check(len(batch))
         prompt_ids = [encoded[prompt.id] for prompt, _ in batch]
         seeds = [derive_seed(sampling.seed, prompt.id, index) for prompt, index in batch]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
@@ -123,9 +149,6 @@ def generate_pass(
             result.tokens += len(generation.tokens)
             result.samples += 1
             advance()
-    measured = probe.stop()
-    result.timing = measured if isinstance(measured, dict) else measured.to_dict()
-    return result
 
 
 def score_model(
