@@ -101,6 +101,8 @@ def _merged_manifest(runs: list[Run], run_id: str) -> Manifest:
         entry.wall_s = round(sum(e.wall_s or 0 for e in entries), 3)
         entry.load_s = round(sum(e.load_s or 0 for e in entries), 3)
         entry.throughput = Throughput.combine([e.throughput for e in entries if e.throughput is not None])
+        busy = [e.timing for e in entries if e.timing and e.timing.get("contended")]
+        entry.timing = busy[0] if busy else entries[0].timing  # one busy shard flags the merged timing
         merged_models.append(entry)
     manifest.models = merged_models
     manifest.created_at = min(run.manifest.created_at for run in runs)

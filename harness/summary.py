@@ -78,7 +78,12 @@ def summarize(run: Run) -> dict[str, Any]:
             if values:
                 entry["models"][model] = describe(values)
         per_metric[name] = entry
-    return {"suite": run.manifest.suite.name, "models": run.models, "metrics": per_metric}
+    return {
+        "suite": run.manifest.suite.name,
+        "models": run.models,
+        "metrics": per_metric,
+        "timing_flags": run.timing_flags(),
+    }
 
 
 def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:

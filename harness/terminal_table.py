@@ -56,6 +56,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     for model in models:
         table.add_column(plain(model), justify="right")
     missing: dict[str, int] = {}
+    busy = summary.get("timing_flags") or {}
     for index, name in enumerate(ordered_metrics(list(summary["metrics"])), 1):
         entry = summary["metrics"][name]
         unit = entry["unit"]
@@ -63,13 +64,18 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         cells = []
         for model in models:
             stats = entry["models"].get(model)
-            cells.append(format_value(stats["mean"], unit) if stats else "—")
+            mark = " *" if entry.get("kind") == "timing" and model in busy and stats else ""
+            cells.append((format_value(stats["mean"], unit) if stats else "—") + mark)
             if stats and stats.get("missing"):
                 missing[model] = max(missing.get(model, 0), stats["missing"])
         table.add_row(str(index), plain(f"{label} {direction_mark(entry['higher_is_better'])}"), *cells)
+    captions = []
     if missing:
         counts = ", ".join(f"{model} up to {n}" for model, n in missing.items())
-        table.caption = plain(
-            f"samples with missing values (e.g. too few tokens for a ratio), excluded from means: {counts}"
-        )
+        captions.append(f"samples with missing values (e.g. too few tokens for a ratio), excluded from means: {counts}")
+    if busy:
+        which = ", ".join(f"{model} ({flag['flag']})" for model, flag in busy.items())
+        captions.append(f"* timing taken while other processes used the CPU: {which}")
+    if captions:
+        table.caption = plain("\n".join(captions))
     return table

@@ -55,6 +55,7 @@ def baseline_dict(side: Side, models: list[str] | None = None, metrics: list[str
                 "source": rnd.source,
                 "environment": rnd.environment,
                 "batch_size": rnd.batch_size,
+                **({"timing_flags": {m: f for m, f in rnd.busy.items() if m in model_names}} if rnd.busy else {}),
                 "models": per_model,
             }
         )
@@ -87,6 +88,7 @@ def side_from_baseline(data: BaselineFile, path: Path) -> Side:
             source=entry.source or str(path),
             environment=dict(entry.environment),
             batch_size=entry.batch_size,
+            busy=dict(entry.timing_flags),
         )
         for model, block in entry.models.items():
             names = block.columns[2:]

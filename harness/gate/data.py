@@ -57,6 +57,7 @@ class Round:
     keys: dict[str, list[Key]] = field(default_factory=dict)  # model -> every sample key, even all-missing ones
     model_values: dict[str, dict[str, float | None]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
+    busy: dict[str, str] = field(default_factory=dict)  # model -> flag, when its timing window was contended
 
 
 @dataclass
@@ -99,6 +100,7 @@ def round_from_run(run: Run) -> Round:
         environment=dict(manifest.environment),
         batch_size=manifest.batch_size,
         statuses={m.name: m.status for m in manifest.models},
+        busy={model: flag["flag"] for model, flag in run.timing_flags().items()},
     )
     seen: dict[str, list[Key]] = {}  # load_run guarantees each (model, prompt, index) once
     for record in run.samples:

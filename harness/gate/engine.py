@@ -285,6 +285,7 @@ def run_gate(
     _holm(comparisons)
     for comp in comparisons:
         _settle(comp)
+    notes.extend(_flag_busy_timing(comparisons, baseline, candidate))
     single_round_timing = [c for c in comparisons if c.unit_of_replication == "round" and c.verdict == INCONCLUSIVE]
     if single_round_timing and min(len(baseline.rounds), len(candidate.rounds)) < 2:
         notes.append(
@@ -309,6 +310,30 @@ def _require_baseline_evidence(comparisons: list[Comparison], baseline: Side) ->
                 f"({comp.missing_baseline} missing); the gate cannot decide without evidence: re-export the baseline "
                 f"from a complete run, or leave the metric out (--metric, or 'gate: false' in the rules)"
             )
+
+
+def _flag_busy_timing(comparisons: list[Comparison], baseline: Side, candidate: Side) -> list[str]:
+    """Timing comparisons of a model whose timing was taken on a busy CPU say so (row and note).
+
+    The verdict stands (a flag, not a pass): a timing regression measured under load may be the load.
+    """
+    notes = []
+    for side, name in ((baseline, "baseline"), (candidate, "candidate")):
+        busy: dict[str, list[str]] = {}
+        for rnd in side.rounds:
+            for model, flag in rnd.busy.items():
+                busy.setdefault(model, []).append(flag)
+        for model, flags in busy.items():
+            timing = [c for c in comparisons if c.model == model and c.meta.kind == "timing"]
+            for comp in timing:
+                comp.reason = f"{comp.reason}; {name} timing taken on a busy CPU ({flags[0]})"
+            if timing:
+                notes.append(
+                    f"{name} timing of {model} was taken while other processes used the CPU "
+                    f"({', '.join(flags)} in {len(flags)} of {len(side.rounds)} round(s)): its timing verdicts may "
+                    "reflect that load; re-run on a quiet machine to confirm"
+                )
+    return notes
 
 
 def _holm(comparisons: list[Comparison]) -> None:

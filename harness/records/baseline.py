@@ -90,6 +90,7 @@ class BaselineRound(_Strict):
     source: str = ""
     environment: dict[str, Any] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, ge=1)
+    timing_flags: dict[str, str] = Field(default_factory=dict)  # model -> "busy 48%": timing taken on a busy CPU
     models: dict[str, BaselineModelBlock]
 
 

@@ -70,6 +70,20 @@ class Run:
     def suite_sha256(self) -> str:
         return self.manifest.suite.sha256
 
+    def timing_flags(self) -> dict[str, dict[str, str]]:
+        """Models whose timing window the contention probe judged busy: {model: {"flag", "reason"}}.
+
+        Their timing metrics are flagged wherever they are shown (terminal table, report, gate output);
+        the numbers are kept, because a busy CPU is a fact about the measurement, not a reason to lose it.
+        """
+        from harness.contention import flag_text
+
+        return {
+            entry.name: {"flag": flag_text(entry.timing) or "busy", "reason": str(entry.timing.get("reason", ""))}
+            for entry in self.manifest.models
+            if entry.timing and entry.timing.get("contended")
+        }
+
     def sample_frame(self) -> pd.DataFrame:
         """One row per sample: identifiers plus one column per sample-level metric (NaN = missing)."""
         import pandas as pd  # only the readers of a run need it, not every command that imports records

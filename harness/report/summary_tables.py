@@ -70,6 +70,7 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
     if not stats:
         return '<p class="note">No metric values in this run.</p>'
     info = {m.name: m.info or {} for m in series.run.manifest.models}
+    busy = series.run.timing_flags()
     heads = "".join(
         f'<th data-model="{esc(m)}">{esc(m)}<span class="sub">{esc(fmt_params(info.get(m, {}).get("parameters")))}'
         "</span></th>"
@@ -80,7 +81,12 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
         meta = ctx.metrics[metric]
         arrow, why = ARROWS.get(meta.get("higher_is_better"), ("", "no better direction"))
         best = best_models(stats[metric], meta.get("higher_is_better"), lambda v, meta=meta: fmt_metric(v, meta))
-        cells = "".join(_cell(stats[metric].get(m), meta, m in best, m) for m in series.models)
+        cells = "".join(
+            _busy_mark(
+                _cell(stats[metric].get(m), meta, m in best, m), busy.get(m) if meta.get("kind") == "timing" else None
+            )
+            for m in series.models
+        )
         level = ' <span class="sub">per model</span>' if meta.get("level") == "model" else ""
         rows.append(
             f'<tr data-metric="{esc(metric)}"><td class="num">{number}</td><th scope="row" '
@@ -88,6 +94,9 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
             f'<span class="dir" title="{why}">{arrow}</span>{level}</th>{cells}</tr>'
         )
     caption = "Mean [95% bootstrap CI] per model; best per row highlighted by the metric's direction."
+    if busy:
+        which = ", ".join(f"{esc(m)} ({esc(flag['flag'])})" for m, flag in busy.items())
+        caption += f" ⚠ Timing taken while other processes used the CPU: {which}."
     if series.label:
         caption = f"{esc(series.label)}. {caption}"
     batched = ' data-batched="true"' if series.batched else ' data-batched="false"'
@@ -95,6 +104,14 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
         f'<table class="summary" data-run="{series.run_index}"{batched}><caption>{caption}</caption>'
         f"<thead><tr><th>#</th><th>Metric</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _busy_mark(cell: str, flag: dict[str, str] | None) -> str:
+    """A timing cell of a model whose timing window was judged busy gets a visible, explained mark."""
+    if flag is None:
+        return cell
+    badge = f' <span class="warn busy" title="{esc(flag["reason"])}">⚠ {esc(flag["flag"])}</span>'
+    return cell[: -len("</td>")] + badge + "</td>" if cell.endswith("</td>") else cell + badge
 
 
 def summary_section(ctx: ReportContext) -> str:

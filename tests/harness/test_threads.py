@@ -1,0 +1,114 @@
+"""The thread policy and the busy-CPU flag, with real competing processes.
+
+The decision rule itself (what counts as busy) is tested in test_contention.py; here: a run that shares
+the CPU with busy processes drops to the threads left free, records it, and flags its timing metrics in
+the terminal table, summary.json, the HTML report and the gate's output; and the thread count never
+changes a token.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from harness.records import load_run
+from harness.threads import ThreadGovernor, target_threads
+from harness.types import SamplingParams
+from tests.ceilings import HANG_S
+from tests.harness.test_runner import harness, write_suite
+
+BUSY_LOOP = "import sys\nprint('ready', flush=True)\nwhile True:\n    pass\n"
+
+
+@pytest.fixture
+def two_busy_processes():
+    """Two pure-Python busy loops: together they want both cores of the test machine."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=HANG_S)
+
+
+@pytest.mark.parametrize(
+    ("others", "cpus", "ceiling", "expected"),
+    [(0.0, 2, 2, 2), (0.02, 2, 2, 2), (0.5, 2, 2, 1), (0.67, 2, 2, 1), (1.0, 2, 2, 1), (0.25, 16, 16, 12), (0.0, 16, 4, 4)],
+)
+def test_target_threads_leaves_the_cpus_others_use(others, cpus, ceiling, expected):
+    assert target_threads(others, cpus, ceiling) == expected
+
+
+def test_one_and_two_threads_give_identical_tokens_and_logprobs(tiny_checkpoint):
+    """The policy may change the thread count between samples: that must never change a sample."""
+    from harness.backends.tinylm import load_directory
+
+    model = load_directory(tiny_checkpoint, "tiny", torch.device("cpu"))
+    ids = model.encode("Once upon a time there was a cat")
+    previous = torch.get_num_threads()
+    outputs = {}
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            outputs[threads] = [
+                (g.tokens, g.logprobs)
+                for g in (
+                    model.generate(ids, SamplingParams(0.8, 50, 40, seed), torch.Generator().manual_seed(seed))
+                    for seed in range(6)
+                )
+            ]
+    finally:
+        torch.set_num_threads(previous)
+    assert outputs[1] == outputs[2]
+
+
+def _checks_until(governor: ThreadGovernor, wanted: int) -> bool:
+    """Do some work between checks (each window needs >= 50 ms) until the governor settles on ``wanted``;
+    bounded by a count of checks, never by a clock."""
+    for _ in range(200):
+        sum(i * i for i in range(200_000))
+        if governor.check() == wanted:
+            return True
+    return False
+
+
+def test_governor_drops_to_the_free_cpus_and_comes_back(two_busy_processes):
+    governor = ThreadGovernor(max_threads=2)
+    if governor.policy != "adaptive":
+        pytest.skip("no /proc/stat to measure other processes with")
+    try:
+        assert _checks_until(governor, 1) and governor.switches == 1
+        for proc in two_busy_processes:
+            proc.kill()
+            proc.wait(timeout=HANG_S)
+        assert _checks_until(governor, 2) and governor.switches == 2
+        assert set(governor.summary()["samples_at"]) == {"1", "2"}
+    finally:
+        governor.restore()
+
+
+def test_a_run_on_a_busy_cpu_is_flagged_everywhere(two_busy_processes, tiny_checkpoint, tmp_path):
+    suite = write_suite(tmp_path, n_prompts=8, samples=2, max_new=24)
+    out = tmp_path / "busy"
+    result = harness("run", suite, "--models", tiny_checkpoint, "--out", out, "--no-progress", check=0)
+    run = load_run(out)
+    timing = run.manifest.models[0].timing
+    assert timing["contended"] is True and timing["others_cpu_fraction"] >= 0.05, timing
+    assert "1" in timing["threads"]["samples_at"]  # the policy gave the competitors their core
+    flags = json.loads((out / "summary.json").read_text())["timing_flags"]
+    assert list(flags) == [str(tiny_checkpoint)] and flags[str(tiny_checkpoint)]["flag"].startswith("busy")
+    assert "timing taken while other processes used the CPU" in result.stdout.replace("\n", " ")
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "⚠ busy" in report and "Timing taken while other processes used the CPU" in report
+    gate = harness("gate", out, "--baseline", out, "--format", "markdown")
+    assert gate.returncode == 0, gate.stderr
+    assert "timing of" in gate.stdout and "taken while other processes used the CPU" in gate.stdout
