@@ -14,9 +14,9 @@ For each preset and policy:
 - a competitor is the same workload: it generates ``--tokens`` tokens in a loop, the policy's settings and
   all, until killed; both are stopped (SIGSTOP) between measurements, so they use no CPU while idle;
 - each round measures the same process idle, with one competitor resumed (SIGCONT), then with both: one
-  generation of ``--tokens`` new tokens (EOS ignored, top-k 50, temperature 0.8) each, after one untimed
-  generation at that level (a level lasts many samples in a real run, and an adaptive policy decides from
-  what it saw during the previous sample). Rounds interleave
+  generation of ``--tokens`` new tokens (EOS ignored, top-k 50, temperature 0.8) each, after untimed
+  generations at that level for at least ``SETTLE_S`` (a level lasts many samples in a real run, and an
+  adaptive policy decides from what it saw over the last quarter second or more). Rounds interleave
   the three levels so a drift of the machine's speed affects them alike.
 
 Reported: decode tok/s = (n - 1) / (last token - first token), the median over ``--rounds``; "% of idle" is
@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+SETTLE_S = 0.6  # untimed generation at each level before its timed one
 PROMPT = "Once upon a time, there was a little girl named Lily."
 TEMPERATURE, TOP_K = 0.8, 50
 LEVELS = (0, 1, 2)  # competitors running
@@ -172,7 +173,12 @@ def worker(role: str, preset: str, tokens: int, policy: Policy) -> int:
             continue
         if command != "measure":
             break
-        generate(seed + 10**6)  # settle: a level lasts many samples in a real run, so policies see it first
+        settle_until, settle = time.perf_counter() + SETTLE_S, seed + 10**6
+        while True:  # settle: a level lasts many samples in a real run, so an adaptive policy sees it first
+            generate(settle)
+            settle += 1
+            if time.perf_counter() >= settle_until:
+                break
         probe = probes.setdefault(level, ContentionProbe())
         probe.resume()
         gen = generate(seed)
@@ -180,7 +186,7 @@ def worker(role: str, preset: str, tokens: int, policy: Policy) -> int:
         seed += 1
         n = len(gen.tokens)
         tps = (n - 1) / ((gen.token_times_ns[-1] - gen.token_times_ns[0]) / 1e9)
-        print(json.dumps({"decode_tps": tps, "tokens": n}), flush=True)
+        print(json.dumps({"decode_tps": tps, "tokens": n, "threads": torch.get_num_threads()}), flush=True)
     return 0
 
 
@@ -232,6 +238,7 @@ def measure(preset: str, policy: Policy, tokens: int, rounds: int) -> dict[str, 
             read_json_line(c, f"{preset}/{policy.name} competitor {i + 1}")
             c.send_signal(signal.SIGSTOP)
         tps: dict[int, list[float]] = {k: [] for k in LEVELS}
+        threads_used: dict[int, list[int | None]] = {k: [] for k in LEVELS}
         for _ in range(rounds):
             for level in LEVELS:
                 for i, c in enumerate(competitors):
@@ -243,6 +250,7 @@ def measure(preset: str, policy: Policy, tokens: int, rounds: int) -> dict[str, 
                 if result["tokens"] != tokens:
                     raise RuntimeError(f"{preset}/{policy.name}: generated {result['tokens']} of {tokens} tokens")
                 tps[level].append(result["decode_tps"])
+                threads_used[level].append(result.get("threads"))
             for c in competitors:
                 c.send_signal(signal.SIGSTOP)
         assert meter.stdin is not None
@@ -275,6 +283,7 @@ def measure(preset: str, policy: Policy, tokens: int, rounds: int) -> dict[str, 
         "two_share": share(2),
         "probe": {str(k): probes[str(k)] for k in LEVELS},
         "raw_tps": {str(k): v for k, v in tps.items()},
+        "threads_at_measurement": {str(k): v for k, v in threads_used.items()},
     }
 
 

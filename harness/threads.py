@@ -30,8 +30,10 @@ from harness.contention import CounterSnapshot, Layout, clock_ticks
 
 POLICY_ENV = "HARNESS_THREAD_POLICY"
 POLICIES = ("adaptive", "fixed")
-#: Shorter windows hold too few 10 ms clock ticks to tell a competitor from noise: keep accumulating.
-MIN_WINDOW_S = 0.05
+#: /proc/stat counts in 10 ms ticks per CPU, so a window's others-share is off by up to ~2 ticks per CPU:
+#: ±20% over 0.1 s on 2 CPUs, enough to drop a thread on an idle machine. Over 0.25 s it is ±8%, under the
+#: rounding margin below. Shorter windows keep accumulating (the decision waits a sample or two).
+MIN_WINDOW_S = 0.25
 #: A CPU counts as free when others used less than this share of it beyond the whole CPUs they took:
 #: with ``round(free + 0.3)`` a competitor using 0.7 of a core or more takes that core.
 ROUNDING = 0.3

@@ -27,9 +27,7 @@ BUSY_LOOP = "import sys\nprint('ready', flush=True)\nwhile True:\n    pass\n"
 @pytest.fixture
 def two_busy_processes():
     """Two pure-Python busy loops: together they want both cores of the test machine."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdout=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "ready"
@@ -42,7 +40,15 @@ def two_busy_processes():
 
 @pytest.mark.parametrize(
     ("others", "cpus", "ceiling", "expected"),
-    [(0.0, 2, 2, 2), (0.02, 2, 2, 2), (0.5, 2, 2, 1), (0.67, 2, 2, 1), (1.0, 2, 2, 1), (0.25, 16, 16, 12), (0.0, 16, 4, 4)],
+    [
+        (0.0, 2, 2, 2),
+        (0.02, 2, 2, 2),
+        (0.5, 2, 2, 1),
+        (0.67, 2, 2, 1),
+        (1.0, 2, 2, 1),
+        (0.25, 16, 16, 12),
+        (0.0, 16, 4, 4),
+    ],
 )
 def test_target_threads_leaves_the_cpus_others_use(others, cpus, ceiling, expected):
     assert target_threads(others, cpus, ceiling) == expected
