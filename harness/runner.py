@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import records
@@ -243,7 +242,7 @@ class SuiteRun:
             entry.load_s = elapsed_s(t0)
             items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
             encoded = {p.id: self._encode_checked(model, p, spec) for p, _ in items}  # every prompt, up front
-            task = progress.add_task(escape(spec), total=len(items))
+            task = progress.add_task(spec, total=len(items))
             result = generate_pass(
                 model,
                 self.loaded,
@@ -447,7 +446,7 @@ class SuiteRun:
         resources = self.load_resources()
         status, disk_full = "complete", None
         progress = Progress(
-            TextColumn("{task.description:>14}"),
+            TextColumn("{task.description:>14}", markup=False),  # a model spec is user text, never markup
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),

@@ -14,10 +14,12 @@ use, minus this process's own CPU time; :mod:`harness.contention`), and sets
 ``torch.set_num_threads(round(free CPUs))`` within 1..the configured count. Two harness runs on two
 cores thus settle at one thread each, and a run returns to two threads as soon as the other ends.
 
-The thread count never changes a token: the decode path splits work across output rows, not across a
-reduction, so 1 and 2 threads give bit-identical logits (tested in tests/harness/test_threads.py). What a
-change does affect is speed, so the runner records per model how many samples ran at each count, next
-to the contention record that flags the timing. ``HARNESS_THREAD_POLICY=fixed`` turns the policy off.
+What a thread change can move: the order of a few floating-point reductions, so a token's log-prob may
+differ in its last bit (4.8e-7 nats measured on random float32 weights; none on the bundled checkpoints,
+whose bf16-origin weights sum exactly). Sampled tokens were identical in every comparison we ran (tests/
+harness/test_threads.py). Speed is what it changes, so the runner records per model how many samples ran
+at each count, next to the contention record that flags the timing. ``HARNESS_THREAD_POLICY=fixed`` turns
+the policy off for bit-for-bit reproducible log-probs on a busy machine.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ThreadGovernor:
     layout: Layout | None = None
     current: int = 0
     switches: int = 0
+    last_others: float | None = None  # the share others used in the window of the last decision
     samples_at: dict[int, int] = field(default_factory=dict)
     _last: CounterSnapshot | None = None
 
@@ -96,6 +99,7 @@ class ThreadGovernor:
         if self.policy == "adaptive":
             others = self.others_fraction()
             if others is not None:
+                self.last_others = others
                 wanted = target_threads(others, self.layout.usable_cpus or 1.0, self.max_threads)
                 if wanted != self.current:
                     import torch

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import UserError, did_you_mean
@@ -164,16 +163,13 @@ def load_rules(path: Path | None) -> Rules:
     """Read and validate a rules file; ``None`` gives the defaults. Errors name the file and field."""
     if path is None:
         return Rules()
+    from harness.yaml_safe import load_yaml, read_capped  # bounded: no alias bombs, no NaN, no 1 GB files
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read rules file ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}: invalid YAML{where} ({getattr(exc, 'problem', None) or exc})") from exc
+        text = read_capped(path, "rules file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; a rules file is YAML") from None
+    data, _ = load_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

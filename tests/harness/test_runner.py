@@ -310,7 +310,12 @@ def test_shards_merge_into_the_single_machine_run(tmp_path, tiny_checkpoint):
     merged_summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
     single_summary = json.loads((tmp_path / "single" / "summary.json").read_text())
     for metric in ("perplexity", "repetition_rate", "tokens_generated"):
-        assert merged_summary["metrics"][metric]["models"] == single_summary["metrics"][metric]["models"]
+        for model, stats in single_summary["metrics"][metric]["models"].items():
+            merged_stats = merged_summary["metrics"][metric]["models"][model]
+            # the same tokens; a log-prob may differ in its last bit when the thread policy changed the
+            # thread count under load (docs/performance.md), so perplexity agrees to 1e-6, not bitwise
+            for key, value in stats.items():
+                assert merged_stats[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (metric, model, key)
 
 
 def test_bfloat16_decoding_is_recorded_and_seeded(tmp_path, tiny_checkpoint):

@@ -54,27 +54,32 @@ def test_target_threads_leaves_the_cpus_others_use(others, cpus, ceiling, expect
     assert target_threads(others, cpus, ceiling) == expected
 
 
-def test_one_and_two_threads_give_identical_tokens_and_logprobs(tiny_checkpoint):
-    """The policy may change the thread count between samples: that must never change a sample."""
-    from harness.backends.tinylm import load_directory
+@pytest.mark.parametrize("which", ["trained", "random"])
+def test_one_and_two_threads_give_the_same_tokens(which, tiny_checkpoint):
+    """The policy may change the thread count between samples: the tokens must not change, and a log-prob
+    at most in its last bits (reduction order; random float32 weights show it, bf16-origin ones do not)."""
+    from harness.backends.tinylm import load_directory, load_random
 
-    model = load_directory(tiny_checkpoint, "tiny", torch.device("cpu"))
-    ids = model.encode("Once upon a time there was a cat")
+    cpu = torch.device("cpu")
+    model = load_directory(tiny_checkpoint, "tiny", cpu) if which == "trained" else load_random("2.5m", "r", cpu)
     previous = torch.get_num_threads()
     outputs = {}
     try:
         for threads in (2, 1):
             torch.set_num_threads(threads)
             outputs[threads] = [
-                (g.tokens, g.logprobs)
-                for g in (
-                    model.generate(ids, SamplingParams(0.8, 50, 40, seed), torch.Generator().manual_seed(seed))
-                    for seed in range(6)
+                model.generate(
+                    model.encode(f"Once upon a time number {seed}"),
+                    SamplingParams(0.8, 50, 40, seed),
+                    torch.Generator().manual_seed(seed),
                 )
+                for seed in range(6)
             ]
     finally:
         torch.set_num_threads(previous)
-    assert outputs[1] == outputs[2]
+    for one, two in zip(outputs[1], outputs[2], strict=True):
+        assert one.tokens == two.tokens
+        assert max(abs(a - b) for a, b in zip(one.logprobs, two.logprobs, strict=True)) <= 1e-5
 
 
 def _checks_until(governor: ThreadGovernor, wanted: int) -> bool:
@@ -87,23 +92,36 @@ def _checks_until(governor: ThreadGovernor, wanted: int) -> bool:
     return False
 
 
-def test_governor_drops_to_the_free_cpus_and_comes_back(two_busy_processes):
+def test_governor_drops_to_the_free_cpus_and_follows_what_it_measures(two_busy_processes):
+    """With two busy loops on the machine it drops to one thread. After they end it follows what it
+    measures (the machine may still be busy with other work, e.g. a second test run): every decision
+    equals ``target_threads`` of the share others used in that window."""
     governor = ThreadGovernor(max_threads=2)
     if governor.policy != "adaptive":
         pytest.skip("no /proc/stat to measure other processes with")
     try:
-        assert _checks_until(governor, 1) and governor.switches == 1
+        assert _checks_until(governor, 1) and governor.switches == 1 and governor.last_others >= 0.25
         for proc in two_busy_processes:
             proc.kill()
             proc.wait(timeout=HANG_S)
-        assert _checks_until(governor, 2) and governor.switches == 2
-        assert set(governor.summary()["samples_at"]) == {"1", "2"}
+        decisions = 0
+        for _ in range(120):  # ~15 ms of work each: several 0.25 s windows
+            sum(i * i for i in range(200_000))
+            before = governor.last_others
+            current = governor.check()
+            if governor.last_others is not before:  # a window long enough to decide on
+                decisions += 1
+                assert current == target_threads(governor.last_others, 2, 2), governor.last_others
+        assert decisions >= 2
+        assert sum(governor.summary()["samples_at"].values()) == governor.summary()["samples_at"].get("1", 0) + (
+            governor.summary()["samples_at"].get("2", 0)
+        )
     finally:
         governor.restore()
 
 
 def test_a_run_on_a_busy_cpu_is_flagged_everywhere(two_busy_processes, tiny_checkpoint, tmp_path):
-    suite = write_suite(tmp_path, n_prompts=8, samples=2, max_new=24)
+    suite = write_suite(tmp_path, n_prompts=16, samples=2, max_new=48)  # seconds of generation: judged, not "short"
     out = tmp_path / "busy"
     result = harness("run", suite, "--models", tiny_checkpoint, "--out", out, "--no-progress", check=0)
     run = load_run(out)
