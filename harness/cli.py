@@ -67,7 +67,7 @@ def run(
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
-    from harness.records import check_output_dir, ensure_new_dir, new_run_dir, read_manifest
+    from harness.records import check_output_dir, check_run_files, ensure_new_dir, new_run_dir, read_manifest
     from harness.runner import RunOptions, SuiteRun
     from harness.suite import load_suite
     from harness.terminal_table import summary_table
@@ -79,6 +79,7 @@ def run(
         check_output_dir(out, "--out")
     if resume is not None:  # a damaged run directory is refused before any model loads
         read_manifest(resume)
+        check_run_files(resume)
     loaded = load_suite(suite)
     specs = [s.strip() for s in (models or "").split(",") if s.strip()]
     if not specs and resume is None:

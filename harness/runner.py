@@ -340,6 +340,7 @@ class SuiteRun:
         """The manifest for this session, and the samples already done (validated, on a resume)."""
         done_records: list[dict[str, Any]] = []
         if self.resume:
+            records.check_run_files(self.dir)  # also for callers that skip the CLI's check
             records.repair_torn_tail(self.dir / records.SAMPLES)
             old = records.load_run(self.dir, check_complete=False)
             if old.suite_sha256 != self.loaded.sha256:

@@ -217,7 +217,8 @@ def repair_torn_tail(path: Path) -> None:
     """Drop a partial last line left by a hard kill, so appends start on a clean line."""
     if not os.path.lexists(path):
         return
-    with open(path, "rb+") as handle:
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)  # never cut the tail of a file a symlink points at
+    with os.fdopen(fd, "rb+") as handle:
         data = handle.read()
         if data and not data.endswith(b"\n"):
             handle.truncate(data.rfind(b"\n") + 1)

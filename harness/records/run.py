@@ -160,6 +160,28 @@ def write_summary_files(path: Path, summary: dict[str, Any], csv_text: str) -> N
     write_text_atomic(Path(path) / SUMMARY_CSV, csv_text)
 
 
+def check_run_files(path: Path) -> None:
+    """Before a resume writes into ``path``: every file it appends to or replaces is a plain file.
+
+    A ``samples.jsonl`` planted as a symlink would otherwise have its target's tail cut by the torn-line
+    repair and lines appended to it; a FIFO would block the reader forever.
+    """
+    import stat
+
+    for name in (MANIFEST, SAMPLES, MODEL_METRICS, METRICS, SUMMARY_JSON, SUMMARY_CSV, ".reserve"):
+        try:
+            info = (Path(path) / name).lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UserError(f"{Path(path) / name}: cannot use ({exc.strerror})") from None
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+            raise DamagedRecordError(
+                f"{Path(path) / name}: is {kind}; a run directory holds only files the harness wrote (remove it)"
+            )
+
+
 def ensure_new_dir(path: Path, flag: str) -> Path:
     """Create ``path`` for a new run, refusing anything that exists and is not an empty directory."""
     check_output_dir(path, flag)

@@ -174,6 +174,19 @@ def test_lock_hard_link_is_refused_and_never_truncated(base_run, run_copy, tmp_p
     assert victim.read_text() == "precious contents that are longer than a pid\n"
 
 
+@pytest.mark.parametrize("name", ["samples.jsonl", "manifest.json", "model_metrics.jsonl"])
+def test_resume_refuses_run_files_that_are_symlinks_and_leaves_their_targets(name, base_run, run_copy, tmp_path):
+    _, suite, _ = base_run
+    victim = tmp_path / "victim.txt"
+    (run_copy / name).rename(victim)
+    with open(victim, "a") as handle:
+        handle.write('{"torn": ')  # a torn-looking tail the resume would otherwise cut
+    before = victim.read_bytes()
+    (run_copy / name).symlink_to(victim)
+    assert_one_line_error(harness("run", suite, "--resume", run_copy, *RUN_FLAGS), name)
+    assert victim.read_bytes() == before
+
+
 # ----------------------------------------------------------------------------- row 4 / item 3: resume counts each sample once
 def test_resume_refuses_duplicated_lines_naming_the_line(base_run, run_copy):
     _, suite, _ = base_run
