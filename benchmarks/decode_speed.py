@@ -38,8 +38,8 @@ for tinylm:random/5m and 2.5m. Per model, generation = Σ (end_ns - start_ns) ov
 ``os.fsync`` (the run directory's per-sample durability) is shown as part of it.
 
 Reproduce (about 1 minute on an idle 2-core machine; background load inflates and spreads everything):
-    /work/venv/bin/python benchmarks/decode_speed.py --json reports/decode_speed.json
-    /work/venv/bin/python benchmarks/decode_speed.py --threads 1 --presets 10m,5m --reps 9
+    python benchmarks/decode_speed.py --json reports/decode_speed.json
+    python benchmarks/decode_speed.py --threads 1 --presets 10m,5m --reps 9
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 For each preset: the best-validation weights in bf16 safetensors, config, tokenizer, the loss log,
 a golden greedy output for the regression test, and a model card with measured numbers.
 
-    python scripts/bundle_checkpoints.py --runs /work/train/runs --valid ../shared/data/tinystories/valid.txt
+    python scripts/bundle_checkpoints.py --runs RUNS_DIR --valid ../shared/data/tinystories/valid.txt
 """
 
 from __future__ import annotations

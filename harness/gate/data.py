@@ -2,7 +2,7 @@
 
 A round is one run of the suite. Quality metrics are replicated by samples inside a round;
 timing metrics are replicated by rounds (a noisy neighbour shifts every sample of a run at once,
-see /work/shared/spec/gates.md §3), so the side keeps rounds apart instead of pooling them.
+see the gates spec, shared/spec/gates.md §3), so the side keeps rounds apart instead of pooling them.
 
 Run directories and exported baseline files both load into a :class:`Side`, so the statistics
 never care where the numbers came from.

@@ -1,6 +1,6 @@
 """The statistics behind a gate verdict: rank tests, a cluster bootstrap and Holm's correction.
 
-Why these choices (see /work/shared/spec/gates.md):
+Why these choices (see the gates spec, shared/spec/gates.md):
 
 * Rank tests (Wilcoxon signed-rank for paired samples, Mann-Whitney U otherwise) make no normality
   assumption: perplexity and latency are skewed, ratio metrics are bounded and tied.
