@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, UserError
 from harness.user_text import one_line, plain
+from tinylm_ref.consoles import make_console
 
 if TYPE_CHECKING:  # annotations only: 'harness --help' must not import the suite and plugin machinery
     from harness.plugins import Registry
@@ -23,8 +24,33 @@ app = typer.Typer(
 )
 suites_app = typer.Typer(help="Prompt suites.", no_args_is_help=True)
 app.add_typer(suites_app, name="suites")
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()  # results: stdout, never cut when piped
+err_console = make_console(stderr=True)  # errors, warnings and progress bars
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def print_json(data: object) -> None:
+    """Machine-readable output on stdout only (pipe it to jq); nothing else is printed with it."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tinylm_ref import package_version
+
+        console.print(plain(f"harness (tinylm-harness) {package_version()}"))
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark and evaluate tiny language models."""
+
 
 PluginsDir = Annotated[
     Optional[Path],
@@ -40,7 +66,10 @@ def _registry(plugins_dir: Path | None):
 
 @app.command()
 def run(
-    suite: Annotated[Path, typer.Argument(help="Suite YAML file.")],
+    suite: Annotated[
+        Optional[str],
+        typer.Argument(help="Suite: a YAML file or a bundled name (harness suites list); optional with --resume."),
+    ] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated model specs, e.g. 10m,7m,hf:org/name.")] = None,
     out: Annotated[
         Optional[Path], typer.Option(help="Run directory to create (default: ./runs/<suite>-<time>-<id>).")
@@ -63,13 +92,20 @@ def run(
         Optional[list[str]],
         typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Only the first N prompts of each category (a partial run: not a baseline).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed instead of the suite's.")] = None,
+    samples_per_prompt: Annotated[
+        Optional[int], typer.Option(help="Samples per prompt instead of the suite's.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars (on stderr).")] = True,
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
     from harness.records import check_output_dir, check_run_files, ensure_new_dir, new_run_dir, read_manifest
     from harness.runner import RunOptions, SuiteRun
-    from harness.suite import load_suite
+    from harness.suite_overrides import SuiteOverrides, suite_for_run
     from harness.terminal_table import summary_table
     from harness.work import Shard
 
@@ -80,7 +116,8 @@ def run(
     if resume is not None:  # a damaged run directory is refused before any model loads
         read_manifest(resume)
         check_run_files(resume)
-    loaded = load_suite(suite)
+    chosen = suite_for_run(suite, SuiteOverrides(limit, seed, samples_per_prompt), resume)
+    loaded = chosen.loaded
     specs = [s.strip() for s in (models or "").split(",") if s.strip()]
     if not specs and resume is None:
         raise UserError("--models is required, e.g. --models 10m,7m,5m,2.5m ('harness models' lists specs)")
@@ -111,8 +148,10 @@ def run(
         dtype=dtype,
         compile=compile,
         model_options=model_options,
+        suite_overrides=chosen.overrides.as_record(),
+        partial=chosen.partial,
     )
-    suite_run = SuiteRun(loaded, specs, Path("."), registry, options, console, resume=resume is not None)
+    suite_run = SuiteRun(loaded, specs, Path("."), registry, options, err_console, resume=resume is not None)
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
     if resume is None:
         suite_run.check_model_options()  # so do options a backend cannot honour (--dtype, --batch-size...)
@@ -132,7 +171,7 @@ def run(
             err_console.print(plain(f"error: {one_line(outcome.error)}"), soft_wrap=True)
     if code == 130:
         err_console.print(
-            plain(f"interrupted; results so far are in {run_dir}; finish with: harness run {suite} --resume {run_dir}"),
+            plain(f"interrupted; results so far are in {run_dir}; finish with: harness run --resume {run_dir}"),
             soft_wrap=True,
         )
     elif report:
@@ -177,15 +216,17 @@ def _check_suite(loaded: LoadedSuite, registry: Registry) -> None:
 
 @suites_app.command("validate")
 def suites_validate(
-    files: Annotated[list[Path], typer.Argument(help="Suite YAML files.")], plugins_dir: PluginsDir = None
+    files: Annotated[list[str], typer.Argument(help="Suite YAML files or bundled names.")],
+    plugins_dir: PluginsDir = None,
 ) -> None:
     """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
     from harness.suite import load_suite
+    from harness.suite_catalog import resolve_suite
 
     failed = False
     for path in files:
         try:
-            loaded = load_suite(path)
+            loaded = load_suite(resolve_suite(path))
             _check_suite(loaded, _registry(plugins_dir))
             console.print(
                 plain(
@@ -200,28 +241,62 @@ def suites_validate(
     raise typer.Exit(2 if failed else 0)
 
 
+@suites_app.command("list")
+def suites_list(as_json: JsonFlag = False) -> None:
+    """The suites shipped with the harness: run any of them by name (harness run NAME --models ...)."""
+    from harness.suite_catalog import bundled_suites, summarize
+
+    rows = [summarize(path) for path in bundled_suites().values()]
+    if as_json:
+        print_json([row.as_dict() for row in rows])
+        return
+    table = Table(title="bundled suites")
+    for column in ("name", "prompts", "categories", "samples/prompt", "max new tokens", "description"):
+        table.add_column(column)
+    for row in rows:
+        categories = ", ".join(f"{name} {count}" for name, count in row.categories.items())
+        cells = (row.name, row.prompts, categories, row.samples_per_prompt, row.max_new_tokens, row.description)
+        table.add_row(*(plain(str(cell)) for cell in cells))
+    console.print(table)
+
+
 @app.command("models")
-def models_command(plugins_dir: PluginsDir = None) -> None:
+def models_command(plugins_dir: PluginsDir = None, as_json: JsonFlag = False) -> None:
     """List the model specs every backend can resolve right now."""
     registry = _registry(plugins_dir)
+    rows = [
+        {"backend": name, "spec": spec, "resolves_to": description}
+        for name, backend in registry.backends.items()
+        for spec, description in backend.available()
+    ]
+    if as_json:
+        print_json(rows)
+        return
     table = Table(title="model specs")
     for column in ("backend", "spec", "resolves to"):
         table.add_column(column)
-    for name, backend in registry.backends.items():
-        for spec, description in backend.available():
-            table.add_row(plain(name), plain(spec), plain(description))
+    for row in rows:
+        table.add_row(*(plain(str(value)) for value in row.values()))
     console.print(table)
 
 
 @app.command()
-def plugins(plugins_dir: PluginsDir = None) -> None:
+def plugins(plugins_dir: PluginsDir = None, as_json: JsonFlag = False) -> None:
     """List plugins, where they come from, their versions and what each registered."""
     registry = _registry(plugins_dir)
+    rows = [
+        {"plugin": info.name, "origin": info.origin, "version": info.version, "registered": list(info.registered)}
+        for info in registry.plugins.values()
+    ]
+    if as_json:
+        print_json(rows)
+        return
     table = Table(title="plugins")
     for column in ("plugin", "origin", "version", "registered"):
         table.add_column(column)
-    for info in registry.plugins.values():
-        table.add_row(*(plain(v) for v in (info.name, info.origin, info.version or "", ", ".join(info.registered))))
+    for row in rows:
+        cells = (row["plugin"], row["origin"], row["version"] or "", ", ".join(row["registered"]))
+        table.add_row(*(plain(v) for v in cells))
     console.print(table)
 
 

@@ -99,8 +99,11 @@ def has_external_plugins(plugins_dir: Path | None) -> bool:
 def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | None, Any]]:
     """(name, origin, version, loader) for every plugin to try, in registration order."""
     found: list[tuple[str, str, str | None, Any]] = []
+    from tinylm_ref import package_version
+
+    builtin_version = package_version()  # built-ins ship with the harness: its version is theirs
     for module in (*BUILTIN_BACKEND_MODULES, *BUILTIN_METRIC_MODULES):
-        found.append((module, "builtin", None, lambda m=module: importlib.import_module(m)))
+        found.append((module, "builtin", builtin_version, lambda m=module: importlib.import_module(m)))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         version = dist.version if dist is not None else None

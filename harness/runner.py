@@ -57,6 +57,8 @@ class RunOptions:
     model_options: dict[str, str] = field(default_factory=dict)
     progress: bool = True
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    suite_overrides: dict[str, int] = field(default_factory=dict)  # recorded as suite.overrides
+    partial: bool = False  # --limit dropped prompts
 
 
 @dataclass
@@ -145,6 +147,8 @@ class SuiteRun:
                 **self.suite.model_dump(exclude={"prompts"}),
                 "prompts": [p.model_dump() for p in self.loaded.prompts],
             },
+            overrides=dict(self.options.suite_overrides),
+            partial=self.options.partial,
         )
         return Manifest(
             format_version=records.FORMAT_VERSION,

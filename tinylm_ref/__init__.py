@@ -36,8 +36,22 @@ __all__ = [
     "generate",
     "get_preset",
     "load_checkpoint",
+    "package_version",
     "save_checkpoint",
 ]
+
+
+DISTRIBUTION = "tinylm-harness"
+
+
+def package_version() -> str:
+    """The installed distribution's version: ``--version`` of both CLIs and the built-in plugins report it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -11,11 +11,11 @@ from typing import Annotated, NoReturn, Optional
 
 import torch
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from tinylm_ref.config import PRESETS, STUDY_PARAMS, ModelConfig, get_preset
+from tinylm_ref.consoles import make_console
 
 app = typer.Typer(
     help="The reference tiny decoder: tokenizers, training, sampling.",
@@ -24,10 +24,8 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="BPE tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
-console = Console()
-
-
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 MAX_SEED = 2**63 - 1
@@ -73,39 +71,74 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@app.command()
-def info() -> None:
-    """Print the four presets with their parameter counts beside the study's Table 1."""
+def _version(value: bool) -> None:
+    if value:
+        from tinylm_ref import package_version
+
+        console.print(Text(f"tinylm (tinylm-harness) {package_version()}"))
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """The reference tiny decoder: tokenizers, training, sampling."""
+
+
+def _preset_rows(names: list[str]) -> list[dict[str, object]]:
+    from tinylm_ref.bundled import bundled_checkpoints
     from tinylm_ref.model import LLM
 
+    bundled = bundled_checkpoints()
+    rows = []
+    for name in names:
+        cfg = PRESETS[name]
+        params, study = LLM(cfg).num_parameters(), STUDY_PARAMS[name]
+        rows.append(
+            {
+                "preset": name,
+                "vocab": cfg.vocab_size,
+                "dim": cfg.dim,
+                "layers": cfg.n_layers,
+                "heads": cfg.n_heads,
+                "ffn": cfg.ffn_dim,
+                "context": cfg.max_seq_len,
+                "params": params,
+                "params_study": study,
+                "diff": (params - study) / study,
+                "bundled_checkpoint": str(bundled[name]) if name in bundled else None,
+            }
+        )
+    return rows
+
+
+@app.command()
+def info(
+    preset: Annotated[Optional[str], typer.Argument(help="One preset (10m, 7m, 5m, 2.5m); default: all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the four presets with their parameter counts beside the study's Table 1."""
+    import json
+
+    if preset is not None and preset.lower() not in PRESETS:
+        _fail(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    rows = _preset_rows([preset.lower()] if preset else list(PRESETS))
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
     table = Table(title="tinylm_ref presets (study Table 1)")
-    for column in (
-        "preset",
-        "vocab",
-        "dim",
-        "layers",
-        "heads",
-        "ffn",
-        "context",
-        "params (ours)",
-        "params (study)",
-        "diff",
-    ):
+    columns = ("preset", "vocab", "dim", "layers", "heads", "ffn", "context", "params (ours)", "params (study)", "diff")
+    for column in columns:
         table.add_column(column, justify="right")
-    for name, cfg in PRESETS.items():
-        params = LLM(cfg).num_parameters()
-        study = STUDY_PARAMS[name]
+    for row in rows:
         table.add_row(
-            name,
-            str(cfg.vocab_size),
-            str(cfg.dim),
-            str(cfg.n_layers),
-            str(cfg.n_heads),
-            str(cfg.ffn_dim),
-            str(cfg.max_seq_len),
-            f"{params / 1e6:.2f}M",
-            f"{study / 1e6:.1f}M",
-            f"{(params - study) / study:+.1%}",
+            *(str(row[key]) for key in ("preset", "vocab", "dim", "layers", "heads", "ffn", "context")),
+            f"{row['params'] / 1e6:.2f}M",
+            f"{row['params_study'] / 1e6:.1f}M",
+            f"{row['diff']:+.1%}",
         )
     console.print(table)
 
@@ -230,7 +263,9 @@ def train(
 
 @app.command()
 def sample(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint directory.")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint directory, or a bundled preset name (10m, 7m, 5m, 2.5m).")
+    ],
     prompt: Annotated[str, typer.Argument(help="Prompt text.")] = "Once upon a time",
     max_new_tokens: int = 128,
     temperature: float = 0.8,
@@ -255,6 +290,9 @@ def sample(
         prompt.encode("utf-8")
     except UnicodeEncodeError as exc:  # undecodable bytes in the argument arrive as lone surrogates
         _fail(f"the prompt is not valid UTF-8 (at character {exc.start}); pass UTF-8 text")
+    from tinylm_ref.bundled import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(checkpoint)
     try:
         ckpt = load_checkpoint(checkpoint, device=torch_device)
     except (CheckpointError, ValueError, OSError) as exc:

@@ -26,6 +26,7 @@ import torch
 
 from harness.backends.hf_hub import (
     Snapshot,
+    check_cached_when_offline,
     download_snapshot,
     files_sha256,
     hub_cache_dir,
@@ -429,6 +430,7 @@ class HFBackend:
             ) from None
         if not revision.strip() or any(c.isspace() or ord(c) < 32 for c in revision) or ".." in revision:
             raise UserError(f"model {spec}: revision {revision!r} is not a branch, tag or commit name")
+        check_cached_when_offline(spec, repo_id, revision)
 
     def load(self, spec: str, options: LoadOptions) -> HFModel:
         self.check_options(spec, options)

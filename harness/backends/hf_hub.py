@@ -66,6 +66,31 @@ def is_local_target(target: str) -> bool:
     return target.startswith(("/", "./", "../", "~", ".\\")) or Path(target).expanduser().is_dir()
 
 
+def offline_cache_message(spec: str, repo_id: str, revision: str) -> str:
+    return (
+        f"model {spec}: {repo_id}@{revision} is not in the Hugging Face cache {hub_cache_dir()} and HF_HUB_OFFLINE is "
+        f"set; download it once online (unset HF_HUB_OFFLINE, or run: hf download {repo_id} --revision {revision})"
+    )
+
+
+def check_cached_when_offline(spec: str, repo_id: str, revision: str) -> None:
+    """Offline, a Hub model must already be in the cache: checked before a run directory exists, so an
+    uncached model costs one line, not an empty run directory and report. Online nothing is checked here
+    (the download decides). Reads only the cache's layout (``refs/<revision>`` -> ``snapshots/<commit>``)."""
+    if not hub_offline():
+        return
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo_dir = hub_cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = repo_dir / "refs" / revision
+    try:
+        commit = ref.read_text().strip() if ref.is_file() else revision
+    except OSError:
+        commit = revision
+    if not commit or not (repo_dir / "snapshots" / commit).is_dir():
+        raise UserError(offline_cache_message(spec, repo_id, revision))
+
+
 def download_snapshot(
     spec: str,
     repo_id: str,
@@ -119,10 +144,7 @@ def download_snapshot(
         ) from exc
     except LocalEntryNotFoundError as exc:
         if offline:
-            raise UserError(
-                f"model {spec}: {repo_id}@{revision} is not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set; "
-                f"download it once online (unset HF_HUB_OFFLINE, or run: hf download {repo_id} --revision {revision})"
-            ) from exc
+            raise UserError(offline_cache_message(spec, repo_id, revision)) from exc
         raise UserError(
             f"model {spec}: cannot reach the Hugging Face Hub and {repo_id}@{revision} is not cached in {cache}; "
             "check the network, or point HF_HOME at a cache that has it"

@@ -22,6 +22,7 @@ from harness.types import MAX_SEED, Generation, LoadOptions, ModelInfo, Sampling
 from harness.validation import parse_int
 from tinylm_ref import sampling
 from tinylm_ref.batch import generate_batch
+from tinylm_ref.bundled import BUNDLED_DIR
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from tinylm_ref.config import PRESETS, load_config_json
 from tinylm_ref.decoder import WEIGHT_DTYPES
@@ -29,7 +30,6 @@ from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
 
 PACKAGE_DIR = Path(tinylm_ref.__file__).resolve().parent
-BUNDLED_DIR = PACKAGE_DIR / "checkpoints"
 TOKENIZER_DIR = PACKAGE_DIR / "tokenizers"
 STUDY_HUB_REPO = "deycoding/deycoding-tiny-language-model"
 RANDOM_PREFIX = "random/"

@@ -91,9 +91,13 @@ def gate(
         Optional[Path], typer.Option("--markdown", help='Also write Markdown here (e.g. "$GITHUB_STEP_SUMMARY").')
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed (results are deterministic for a seed).")] = 0,
+    model_map: Annotated[
+        Optional[list[str]],
+        typer.Option("--map", help="Compare candidate model CANDIDATE with baseline model BASELINE (repeatable)."),
+    ] = None,
 ) -> None:
     """Fail when CANDIDATE regresses against BASELINE: exit 0 pass, 1 regression, 2 input error, 3 inconclusive."""
-    from harness.gate.data import load_side
+    from harness.gate.data import load_side, map_models, parse_model_map, refuse_partial
     from harness.gate.engine import run_gate
     from harness.gate.report import render_json, render_junit, render_markdown, render_table
     from harness.gate.rules import load_rules
@@ -102,8 +106,11 @@ def gate(
     rule_set = load_rules(rules)
     if any(p.is_file() for p in candidate):
         raise UserError("the candidate must be run directories, not a baseline file")
+    mapping = parse_model_map(model_map or [])
     base_side = load_side(list(baseline), label="baseline")
+    refuse_partial(base_side, "a gate baseline")
     cand_side = load_side(list(candidate), label="candidate")
+    base_side = map_models(base_side, cand_side, mapping)
     result = run_gate(
         base_side,
         cand_side,
@@ -144,11 +151,12 @@ def export(
 ) -> None:
     """Write a compact, commit-friendly baseline file from finished run directories."""
     from harness.gate.baseline import write_baseline
-    from harness.gate.data import expand_run_paths, side_from_runs
+    from harness.gate.data import expand_run_paths, refuse_partial, side_from_runs
     from harness.records import load_run
 
     _check_outputs({"--output": output})
     side = side_from_runs([load_run(p) for p in expand_run_paths(list(run_dirs))], label=str(run_dirs[0]))
+    refuse_partial(side, "exported as a baseline")
     data = write_baseline(side, output, models=model or None, metrics=metric or None)
     samples = sum(len(block["rows"]) for block in data["rounds"][0]["models"].values())
     typer.echo(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, did_you_mean
 from harness.records import MANIFEST, Run, load_run
 
 Key = tuple[str, int]  # (prompt_id, sample_index): the unit a paired test pairs on
@@ -192,3 +192,82 @@ def load_side(paths: list[Path], label: str) -> Side:
             )
         return load_baseline(files[0])
     return side_from_runs([load_run(p) for p in expand_run_paths(paths)], label=", ".join(map(str, paths)))
+
+
+def refuse_partial(side: Side, what: str) -> None:
+    """A run made with ``--limit`` covers only some of the suite's prompts: it is never a baseline."""
+    overrides = side.suite.get("overrides") or {}
+    if side.suite.get("partial"):
+        raise UserError(
+            f"{side.label}: a partial run (--limit {overrides.get('limit')}: only some prompts of suite "
+            f"{side.suite.get('name')!r}) cannot be {what}; run the whole suite without --limit"
+        )
+
+
+def parse_model_map(pairs: list[str]) -> dict[str, str]:
+    """``--map CANDIDATE=BASELINE`` (repeatable) -> {baseline name: candidate name}."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        candidate, sep, baseline = pair.partition("=")
+        if not sep or not candidate.strip() or not baseline.strip():
+            raise UserError(f"--map {pair!r}: expected CANDIDATE=BASELINE, e.g. --map ckpt/step-2000=ckpt/step-1000")
+        candidate, baseline = candidate.strip(), baseline.strip()
+        if baseline in mapping:
+            raise UserError(f"--map: baseline model {baseline!r} is mapped twice")
+        if candidate in mapping.values():
+            raise UserError(f"--map: candidate model {candidate!r} is mapped twice")
+        mapping[baseline] = candidate
+    return mapping
+
+
+def map_models(baseline: Side, candidate: Side, mapping: dict[str, str]) -> Side:
+    """The baseline with its models renamed to the candidate's names they are compared with.
+
+    Why rename the baseline: everything downstream (rules per model, notes, reports) speaks the candidate's
+    names, which are what the user is gating. The weights, tokenizer, dtype and device checks still apply
+    to the renamed pair, so two models with different tokenizers stay refused, with the reason.
+    """
+    if not mapping:
+        return baseline
+    for base_name, cand_name in mapping.items():
+        if base_name not in baseline.models:
+            raise UserError(
+                f"--map {cand_name}={base_name}: the baseline has no model {base_name!r}"
+                f"{did_you_mean(base_name, baseline.model_names)}; it has {', '.join(baseline.model_names)}"
+            )
+        if cand_name not in candidate.models:
+            raise UserError(
+                f"--map {cand_name}={base_name}: the candidate has no model {cand_name!r}"
+                f"{did_you_mean(cand_name, candidate.model_names)}; it has {', '.join(candidate.model_names)}"
+            )
+        clash = cand_name in baseline.models and cand_name not in mapping
+        if clash:
+            raise UserError(
+                f"--map {cand_name}={base_name}: the baseline already has a model {cand_name!r}; map it too or "
+                "gate a subset with --model"
+            )
+
+    def rename(per_model: dict[str, Any]) -> dict[str, Any]:
+        return {mapping.get(name, name): value for name, value in per_model.items()}
+
+    rounds = [
+        Round(
+            run_id=rnd.run_id,
+            source=rnd.source,
+            environment=rnd.environment,
+            batch_size=rnd.batch_size,
+            samples=rename(rnd.samples),
+            keys=rename(rnd.keys),
+            model_values=rename(rnd.model_values),
+            statuses=rename(rnd.statuses),
+            busy=rename(rnd.busy),
+        )
+        for rnd in baseline.rounds
+    ]
+    return Side(
+        label=baseline.label,
+        suite=baseline.suite,
+        models=rename(baseline.models),
+        metrics=baseline.metrics,
+        rounds=rounds,
+    )

@@ -113,6 +113,8 @@ class SuiteRecord(Record):
     sampling: dict[str, Any]
     warmup: int = Field(default=0, ge=0)
     definition: SuiteDefinition
+    overrides: dict[str, int] = Field(default_factory=dict)  # --limit / --seed / --samples-per-prompt given
+    partial: bool = False  # --limit dropped prompts: never a gate baseline
 
     @property
     def sampling_seed(self) -> int | None:
@@ -128,6 +130,8 @@ class SuiteRecord(Record):
             "n_prompts": self.n_prompts,
             "samples_per_prompt": self.samples_per_prompt,
             "sampling": self.sampling,
+            **({"overrides": self.overrides} if self.overrides else {}),
+            **({"partial": True} if self.partial else {}),
         }
 
 
