@@ -2,9 +2,14 @@
 
 This is how the two backends are shown to agree: the same weights, loaded once by the ``tinylm``
 backend and once by the ``hf`` backend from the export, give the same log-probs (see
-docs/backends.md, "Cross-backend equivalence"). The directory also carries
-``modeling_tinylm_ref.py`` and an ``auto_map``, so plain transformers can load it with
-``trust_remote_code=True``; the harness itself registers the same classes in-process instead.
+docs/backends.md, "Cross-backend equivalence"). The harness registers the architecture's classes
+in-process (``hf_tinylm_arch.register_auto_classes``), so it needs nothing else.
+
+For plain transformers, ``remote_code=True`` also writes ``modeling_tinylm_ref.py`` and an ``auto_map``
+(``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`` then works without the harness).
+It is off by default because transformers (5.x) loads a directory's model config before its tokenizer,
+and an ``auto_map`` makes even ``AutoTokenizer.from_pretrained(dir)`` stop and ask whether to run the
+repository's code; without it the tokenizer loads with no prompt and no code from the directory.
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ def tinylm_to_hf_state(model: LLM) -> dict:
     return state
 
 
-def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path) -> Path:
-    """Write ``model`` + ``tokenizer`` as a directory ``AutoModelForCausalLM``/``AutoTokenizer`` load."""
+def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path, remote_code: bool = False) -> Path:
+    """Write ``model`` + ``tokenizer`` as a directory ``AutoModelForCausalLM``/``AutoTokenizer`` load
+    (the model class through the harness's registration, or, with ``remote_code``, the copied modeling file)."""
     import transformers
     from transformers import PreTrainedTokenizerFast
 
@@ -70,10 +76,16 @@ def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path)
         eos_token_id=ids[EOS],
         pad_token_id=ids[PAD],
         architectures=["TinyLMRefForCausalLM"],
-        auto_map={
-            "AutoConfig": "modeling_tinylm_ref.TinyLMRefConfig",
-            "AutoModelForCausalLM": "modeling_tinylm_ref.TinyLMRefForCausalLM",
-        },
+        **(
+            {
+                "auto_map": {
+                    "AutoConfig": "modeling_tinylm_ref.TinyLMRefConfig",
+                    "AutoModelForCausalLM": "modeling_tinylm_ref.TinyLMRefForCausalLM",
+                }
+            }
+            if remote_code
+            else {}
+        ),
     )
     hf_model = TinyLMRefForCausalLM(config)
     hf_model.load_state_dict(tinylm_to_hf_state(model), strict=True)
@@ -85,5 +97,6 @@ def export_tinylm_to_hf(model: LLM, tokenizer: Tokenizer, directory: str | Path)
         **{k: v for k, v in special.items() if tokenizer.token_to_id(v) is not None},
     )
     fast.save_pretrained(directory)
-    shutil.copyfile(hf_tinylm_arch.__file__, directory / MODELING_FILE)
+    if remote_code:
+        shutil.copyfile(hf_tinylm_arch.__file__, directory / MODELING_FILE)
     return directory

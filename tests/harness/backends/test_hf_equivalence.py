@@ -19,11 +19,12 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from harness.backends.hf_export import export_tinylm_to_hf, llama_shape
+from harness.backends.hf_export import MODELING_FILE, export_tinylm_to_hf, llama_shape
 from harness.errors import UserError
 from harness.types import LoadOptions, SamplingParams
 from tests.ceilings import HANG_S
@@ -97,7 +98,7 @@ def pairs(tmp_path_factory, tiny_checkpoint, tiny_tokenizer) -> dict[str, tuple[
     home = tmp_path_factory.mktemp("hf_home_eq")
     root = tmp_path_factory.mktemp("eq_build")
     trained = load_checkpoint(tiny_checkpoint).model
-    export_tinylm_to_hf(trained, tiny_tokenizer, root / "export-tied")
+    export_tinylm_to_hf(trained, tiny_tokenizer, root / "export-tied", remote_code=True)
     put_in_hub_cache(home / "hub", f"{ORG}/tinylm-tied", root / "export-tied", COMMIT)
 
     torch.manual_seed(3)
@@ -236,6 +237,31 @@ def test_suite_run_over_both_backends_with_an_hf_judge(pairs, tmp_path):
     assert any(r["metrics"].get("judge_bpb") for r in by_model[tied].values())
     infos = {m.info["spec"]: m.info for m in run.manifest.models}
     assert infos[tied]["revision"] == COMMIT and infos[tied]["backend"] == "hf"
+
+
+def test_export_tokenizer_loads_in_plain_transformers_without_a_prompt(pairs, tiny_tokenizer, tmp_path):
+    """The default export carries no auto_map: ``AutoTokenizer`` loads it with no question asked (stdin is
+    a closed pipe here, so a prompt would print its question) and tokenizes as the tinylm tokenizer does."""
+    snapshot = Path(pairs["home"][0]) / "hub" / f"models--{ORG}--tinylm-untied" / "snapshots" / COMMIT
+    assert (snapshot / "config.json").is_file() and not (snapshot / MODELING_FILE).exists()
+    code = (
+        "from transformers import AutoTokenizer\n"
+        f"t = AutoTokenizer.from_pretrained({str(snapshot)!r}, local_files_only=True)\n"
+        "print(t('Once upon a time').input_ids)\n"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=HANG_S,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "custom code" not in result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == tiny_tokenizer.encode("Once upon a time").ids
 
 
 def test_export_loads_in_plain_transformers_with_remote_code(pairs, tmp_path):
