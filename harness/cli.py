@@ -99,6 +99,9 @@ def run(
     samples_per_prompt: Annotated[
         Optional[int], typer.Option(help="Samples per prompt instead of the suite's.")
     ] = None,
+    track: Annotated[
+        Optional[list[str]], typer.Option("--track", help="Log the finished run to this tracker, e.g. mlflow.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars (on stderr).")] = True,
     plugins_dir: PluginsDir = None,
 ) -> None:
@@ -133,6 +136,9 @@ def run(
         check_int("--threads", threads, 1, MAX_THREADS)
     model_options = parse_model_options(model_option or [])
     registry = _registry(plugins_dir)
+    from harness.tracking import check_trackers
+
+    trackers = check_trackers(track or [], registry.trackers)
     # fail fast, before any directory exists: specs no backend recognises, option keys no backend reads,
     # a device this machine does not have (spec syntax and option values: check_model_options below)
     _check_suite(loaded, registry)  # the same checks as 'suites validate': what it accepts, run runs
@@ -176,8 +182,41 @@ def run(
         )
     elif report:
         _write_report(run_dir, registry)
+    if code != 130:
+        _track(run_dir, trackers)
     console.print(plain(f"run directory: {run_dir}"), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _track(run_dir: Path, trackers: list) -> bool:
+    """Log to the chosen trackers; a tracker's failure is a warning (the run's files are its results)."""
+    from harness.tracking import log_to_trackers
+
+    lines, problems = log_to_trackers(run_dir, trackers)
+    for line in lines:
+        console.print(plain(line), soft_wrap=True)
+    for problem in problems:
+        err_console.print(
+            plain(f"warning: {one_line(problem)}; retry with: harness track {run_dir} --to ..."), soft_wrap=True
+        )
+    return not problems
+
+
+@app.command("track")
+def track_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished run directories.")],
+    to: Annotated[list[str], typer.Option("--to", help="Tracker name (repeatable), e.g. mlflow.")],
+    plugins_dir: PluginsDir = None,
+) -> None:
+    """Log existing run directories to experiment trackers (MLflow built in; others are plugins)."""
+    from harness.records import read_manifest
+    from harness.tracking import check_trackers
+
+    trackers = check_trackers(to, _registry(plugins_dir).trackers)
+    for run_dir in run_dirs:
+        read_manifest(run_dir)  # a directory that is not a run is one line, before anything is logged
+    ok = all([_track(run_dir, trackers) for run_dir in run_dirs])
+    raise typer.Exit(0 if ok else 1)
 
 
 def _write_report(run_dir: Path, registry) -> None:

@@ -27,5 +27,14 @@ def register_report_sections(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_trackers(register: Callable[[Any], None]) -> None:
+    """Register experiment trackers: call ``register(tracker)`` with ``harness.types.Tracker`` objects.
+
+    ``harness run --track NAME`` (and ``harness track RUN_DIR --to NAME``) hands the finished run to the
+    tracker of that name: MLflow is built in; a W&B, Hub or database tracker is a plugin with this hook.
+    """
+
+
+@hookspec
 def register_commands(app: Any) -> None:
     """Add subcommands to the ``harness`` Typer app."""

@@ -26,6 +26,7 @@ from harness.metrics import BUILTIN_METRIC_MODULES
 from harness.types import Backend, Metric
 
 BUILTIN_BACKEND_MODULES = ("harness.backends.tinylm", "harness.backends.hf")
+BUILTIN_TRACKER_MODULES = ("harness.tracking.mlflow_tracker",)
 ENTRY_POINT_GROUP = "harness"
 PLUGINS_DIR_ENV = "HARNESS_PLUGINS_DIR"
 
@@ -51,6 +52,7 @@ class Registry:
     backends: dict[str, Backend] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
     report_sections: list[Any] = field(default_factory=list)
+    trackers: dict[str, Any] = field(default_factory=dict)  # name -> harness.types.Tracker
     owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin name
 
     def metric(self, name: str) -> Metric:
@@ -74,6 +76,8 @@ def _register_callback(registry: Registry, kind: str, plugin: str):
             registry.backends[name] = item
         elif kind == "metric":
             registry.metrics[name] = item
+        elif kind == "tracker":
+            registry.trackers[name] = item
         else:
             registry.report_sections.append(item)
         registry.plugins[plugin].registered.append(f"{kind}:{name}")
@@ -102,7 +106,7 @@ def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | N
     from tinylm_ref import package_version
 
     builtin_version = package_version()  # built-ins ship with the harness: its version is theirs
-    for module in (*BUILTIN_BACKEND_MODULES, *BUILTIN_METRIC_MODULES):
+    for module in (*BUILTIN_BACKEND_MODULES, *BUILTIN_METRIC_MODULES, *BUILTIN_TRACKER_MODULES):
         found.append((module, "builtin", builtin_version, lambda m=module: importlib.import_module(m)))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
@@ -123,7 +127,11 @@ def _candidate_plugins(plugins_dir: Path | None) -> list[tuple[str, str, str | N
 def _drop_plugin(registry: Registry, plugin: str) -> None:
     """Forget everything ``plugin`` registered, so a half-registered plugin leaves nothing behind."""
     owned = [key for key, owner in registry.owner.items() if owner == plugin]
-    tables: dict[str, dict[str, Any]] = {"backend": registry.backends, "metric": registry.metrics}
+    tables: dict[str, dict[str, Any]] = {
+        "backend": registry.backends,
+        "metric": registry.metrics,
+        "tracker": registry.trackers,
+    }
     for kind, name in owned:
         del registry.owner[(kind, name)]
         if kind in tables:  # report sections live in a list, dropped below by name
@@ -162,6 +170,7 @@ def build_registry(plugins_dir: Path | None = None) -> Registry:
         ("register_backends", "backend"),
         ("register_metrics", "metric"),
         ("register_report_sections", "section"),
+        ("register_trackers", "tracker"),
     ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
             try:

@@ -149,6 +149,7 @@ class SuiteRun:
             },
             overrides=dict(self.options.suite_overrides),
             partial=self.options.partial,
+            **({"prompt_source": self.loaded.prompt_source} if self.loaded.prompt_source else {}),
         )
         return Manifest(
             format_version=records.FORMAT_VERSION,

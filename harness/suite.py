@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.dataset_prompts import DatasetPrompts, load_dataset_prompts
 from harness.errors import UserError, did_you_mean
 from harness.types import MAX_NEW_TOKENS, MAX_SEED, MAX_THREADS, MAX_TOP_K, SamplingParams
 from harness.yaml_safe import MAX_FILE_BYTES, check_finite, decode_utf8, line_of, load_json_line, load_yaml, read_capped
@@ -69,7 +70,7 @@ class Suite(BaseModel):
     model_config = _STRICT
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    prompts: list[Prompt] | None = None
+    prompts: list[Prompt] | DatasetPrompts | None = None  # inline, or {dataset: ..., split, column, ...}
     prompts_file: str | None = None
     samples_per_prompt: int = Field(1, ge=1, le=MAX_SAMPLES_PER_PROMPT)
     sampling: Sampling = Sampling()
@@ -101,6 +102,7 @@ class LoadedSuite(BaseModel):
     suite: Suite
     path: Path
     prompts: list[Prompt]
+    prompt_source: dict[str, Any] | None = None  # where dataset prompts came from (recorded in the manifest)
 
     @property
     def sha256(self) -> str:
@@ -123,7 +125,10 @@ def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], mode
     loc = tuple(
         part
         for part in error["loc"]
-        if not (isinstance(part, str) and part in {"list[Prompt]", "dict[str,nullable[dict[str,any]]]", "list[str]"})
+        if not (
+            isinstance(part, str)
+            and part in {"list[Prompt]", "DatasetPrompts", "dict[str,nullable[dict[str,any]]]", "list[str]"}
+        )
     )
     field = ".".join(str(p) for p in loc) or "(top level)"
     line = line_of(root, loc)
@@ -134,6 +139,8 @@ def _field_error(path: Path, root: yaml.Node | None, error: dict[str, Any], mode
             known = list(Sampling.model_fields)
         elif len(loc) > 2 and loc[0] == "prompts":
             known = list(Prompt.model_fields)
+        elif len(loc) == 2 and loc[0] == "prompts":
+            known = list(DatasetPrompts.model_fields)
         return f"{where}: unknown field '{field}'{did_you_mean(str(loc[-1]), known)}"
     return f"{where}: field '{field}': {error['msg']}"
 
@@ -157,14 +164,18 @@ def _load_prompts_file(path: Path, suite_path: Path) -> list[Prompt]:
         data = data["prompts"]
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a list of prompts (id, category, text), referenced from {suite_path}")
+    return _validate_prompts(data, str(path))
+
+
+def _validate_prompts(items: list[Any], where: str) -> list[Prompt]:
     prompts = []
-    for index, item in enumerate(data):
+    for index, item in enumerate(items):
         try:
             prompts.append(Prompt.model_validate(item))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UserError(
-                f"{path}: prompt #{index + 1}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
+                f"{where}: prompt #{index + 1}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
             ) from exc
     return prompts
 
@@ -188,11 +199,23 @@ def load_suite(path: str | Path) -> LoadedSuite:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_field_error(path, root, exc.errors()[0], Suite)) from exc
-    prompts = suite.prompts if suite.prompts is not None else _load_prompts_file(path.parent / suite.prompts_file, path)
+        errors = exc.errors()
+        # prompts is a list or a mapping: report the error of the form the file uses, not the other one's
+        form = "DatasetPrompts" if isinstance(data.get("prompts"), dict) else "list[Prompt]"
+        other = {"DatasetPrompts", "list[Prompt]"} - {form}
+        relevant = [e for e in errors if not other & set(map(str, e["loc"]))] or errors
+        raise UserError(_field_error(path, root, relevant[0], Suite)) from exc
+    source = None
+    if isinstance(suite.prompts, DatasetPrompts):
+        rows, source = load_dataset_prompts(suite.prompts, path)
+        prompts = _validate_prompts(rows, f"{path}: prompts.dataset {suite.prompts.dataset}")
+    elif suite.prompts is not None:
+        prompts = suite.prompts
+    else:
+        prompts = _load_prompts_file(path.parent / suite.prompts_file, path)
     if not prompts:
         raise UserError(f"{path}: field 'prompts': the suite has no prompts; add at least one")
-    _check_prompt_sizes(prompts, path if suite.prompts is not None else path.parent / str(suite.prompts_file))
+    _check_prompt_sizes(prompts, path if suite.prompts_file is None else path.parent / str(suite.prompts_file))
     seen: dict[str, int] = {}
     for index, prompt in enumerate(prompts):
         if prompt.id in seen:
@@ -200,4 +223,4 @@ def load_suite(path: str | Path) -> LoadedSuite:
                 f"{path}: duplicate prompt id {prompt.id!r} (prompts #{seen[prompt.id] + 1} and #{index + 1}); ids must be unique"
             )
         seen[prompt.id] = index
-    return LoadedSuite(suite=suite, path=path, prompts=prompts)
+    return LoadedSuite(suite=suite, path=path, prompts=prompts, prompt_source=source)

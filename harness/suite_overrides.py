@@ -79,7 +79,7 @@ def apply_overrides(loaded: LoadedSuite, overrides: SuiteOverrides) -> Overridde
         update["sampling"] = loaded.suite.sampling.model_copy(update={"seed": overrides.seed})
     suite = loaded.suite.model_copy(update=update) if update else loaded.suite
     return OverriddenSuite(
-        loaded=LoadedSuite(suite=suite, path=loaded.path, prompts=prompts),
+        loaded=LoadedSuite(suite=suite, path=loaded.path, prompts=prompts, prompt_source=loaded.prompt_source),
         overrides=overrides,
         partial=len(prompts) < len(loaded.prompts),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tinylm_ref.generation import Generation as _ReferenceGeneration
@@ -184,3 +185,31 @@ def as_float(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a tracker receives: a finished (or interrupted) run directory and its parsed records.
+
+    ``manifest`` and ``summary`` are the JSON objects of manifest.json and summary.json; the files
+    themselves (samples.jsonl, report.html...) are in ``path`` for trackers that upload artifacts.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    report: Path | None  # report.html when one was written
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Logs runs to an experiment tracker (MLflow, W&B, the Hub...); registered with ``register_trackers``.
+
+    ``log_run`` returns one line for the terminal (where the run went, e.g. an MLflow run id). It is
+    called after every result file is written, so a tracker that fails costs a warning, never results.
+    """
+
+    name: str
+    description: str
+
+    def log_run(self, run: FinishedRun) -> str: ...

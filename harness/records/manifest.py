@@ -115,6 +115,7 @@ class SuiteRecord(Record):
     definition: SuiteDefinition
     overrides: dict[str, int] = Field(default_factory=dict)  # --limit / --seed / --samples-per-prompt given
     partial: bool = False  # --limit dropped prompts: never a gate baseline
+    prompt_source: dict[str, Any] | None = None  # prompts from a dataset: its name, revision, fingerprint, rows
 
     @property
     def sampling_seed(self) -> int | None:
