@@ -32,7 +32,8 @@ table.summary td.best { background: var(--best); font-weight: 600; }
 table.summary .ci { display: block; color: var(--muted); font-size: 11px; font-weight: normal; }
 table.summary .missing { display: block; color: #b45309; font-size: 11px; }
 table.seed { background: #fbfaf4; }
-td.improved { background: var(--best); } td.regressed { background: var(--bad); }
+td.improved { background: var(--best); } td.regressed, td.values-missing { background: var(--bad); }
+td.inconclusive { background: #fff3cd; } div.comparison.refused p.note:first-of-type { font-weight: 600; }
 .side-by-side { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }
 .plot { min-height: 320px; }

@@ -116,6 +116,10 @@ class Series:
             if metric in s.get("metrics", {})
         ]
 
+    def prompt_ids(self, metric: str, model: str) -> list[str]:
+        """The prompt of each value ``values(metric, model)`` returns (for intervals that resample prompts)."""
+        return [str(s.get("prompt_id")) for s in self.model_samples(model) if metric in s.get("metrics", {})]
+
 
 @dataclass
 class ReportContext:

@@ -1,8 +1,9 @@
 """The summary table in the study's Table 2 layout: metrics as rows, models as columns.
 
-Each cell is the mean with its 95% bootstrap CI (``harness.summary.describe``, the same numbers as
-summary.json); the best mean of a row is highlighted according to the metric's direction in
-metrics.json, and rows without a direction (tokens generated) highlight nothing.
+Each cell is the mean with its 95% interval (``harness.summary.describe``, the same numbers as
+summary.json: a bootstrap over prompts, or the exact binomial interval of a 0/1 metric). A row's best
+mean is highlighted only when its interval does not overlap the runner-up's (a difference the data
+supports, not 0.335 over 0.334), by the metric's direction; rows without a direction highlight nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def series_stats(ctx: ReportContext, series: Series) -> dict[str, dict[str, dict
         for model in series.models:
             values = series.values(metric, model, level)
             if values:
-                per_model[model] = describe(values)
+                clusters = series.prompt_ids(metric, model) if level == "sample" else None
+                per_model[model] = describe(values, clusters)
         if per_model:
             stats[metric] = per_model
     return stats
@@ -35,17 +37,24 @@ def series_stats(ctx: ReportContext, series: Series) -> dict[str, dict[str, dict
 def best_models(
     per_model: dict[str, dict[str, Any]], higher_is_better: bool | None, shown: Callable[[float], str] = repr
 ) -> set[str]:
-    """Models whose mean is best in the row; none without a direction, a rival, or a difference.
+    """The model whose mean is best in the row, when the data supports it; else none.
 
-    ``shown`` is how a mean is printed: means that print the same count as a tie, so the table never
-    crowns 389 over 389 on a difference the reader cannot see.
+    Highlighted only when the best mean's 95% interval does not overlap the runner-up's: overlapping
+    intervals are a difference the data cannot tell from noise, and a highlight there teaches the reader
+    to trust it. ``shown`` is how a mean is printed: means that print the same count as a tie.
     """
     means = {m: s["mean"] for m, s in per_model.items() if s.get("mean") is not None}
     if higher_is_better is None or len(means) < 2:
         return set()
-    target = shown(max(means.values()) if higher_is_better else min(means.values()))
-    winners = {m for m, v in means.items() if shown(v) == target}
-    return set() if len(winners) == len(means) else winners  # everyone tied: nothing to highlight
+    ranked = sorted(means, key=lambda m: means[m], reverse=bool(higher_is_better))
+    best, runner_up = ranked[0], ranked[1]
+    if shown(means[best]) == shown(means[runner_up]):
+        return set()
+    b, r = per_model[best], per_model[runner_up]
+    if None in (b.get("ci_low"), b.get("ci_high"), r.get("ci_low"), r.get("ci_high")):
+        return set()
+    separated = b["ci_low"] > r["ci_high"] if higher_is_better else b["ci_high"] < r["ci_low"]
+    return {best} if separated else set()
 
 
 def _cell(stats: dict[str, Any] | None, meta: dict[str, Any], best: bool, model: str) -> str:
@@ -93,7 +102,10 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
             f'title="{esc(meta.get("description", ""))}">{esc(metric_label(metric, meta))} '
             f'<span class="dir" title="{why}">{arrow}</span>{level}</th>{cells}</tr>'
         )
-    caption = "Mean [95% bootstrap CI] per model; best per row highlighted by the metric's direction."
+    caption = (
+        "Mean [95% interval: bootstrap over prompts; exact binomial for 0/1 metrics] per model. A row's best "
+        "is highlighted only when its interval does not overlap the runner-up's."
+    )
     if busy:
         which = ", ".join(f"{esc(m)} ({esc(flag['flag'])})" for m, flag in busy.items())
         caption += f" ⚠ Timing taken while other processes used the CPU: {which}."

@@ -9,6 +9,7 @@ The first prompt carries a ``<script>`` payload and one output an ``<img onerror
 from __future__ import annotations
 
 import html as html_lib
+import hashlib
 import json
 import math
 import random
@@ -194,6 +195,7 @@ def write_run(
     speed: float = 1.0,
     status: str = "complete",
     prompts_sha: str = "p" * 64,
+    dtype: str = "float32",
 ) -> Path:
     """Write a complete run directory and return its path."""
     path.mkdir(parents=True, exist_ok=True)
@@ -233,7 +235,7 @@ def write_run(
         "suite": {
             "name": suite,
             "path": f"suites/{suite}.yaml",
-            "sha256": "s" * 64,
+            "sha256": hashlib.sha256(suite.encode()).hexdigest(),  # the name is part of a real suite hash
             "prompts_sha256": prompts_sha,
             "n_prompts": n_prompts,
             "samples_per_prompt": samples_per_prompt,
@@ -254,7 +256,7 @@ def write_run(
                     "vocab_size": 512,
                     "context_length": 128,
                     "device": "cpu",
-                    "dtype": "float32",
+                    "dtype": dtype,
                     "source": "random",
                     "weights_sha256": "w" * 64,
                 },
@@ -264,6 +266,7 @@ def write_run(
             for i, m in enumerate(models)
         ],
         "batch_size": 4 if batched else 1,
+        "dtype": dtype,
         "shard": None,
         # as the runner writes it (docs/run-directory.md still says "git_commit"; both are read)
         "environment": {

@@ -47,14 +47,22 @@ def test_cells_are_mean_with_ci_from_describe(make_run):
     assert rep[2].split()[0].endswith("%")
 
 
-def test_best_per_row_follows_direction():
-    stats = {"a": {"mean": 1.0}, "b": {"mean": 3.0}, "c": {"mean": None}}
+def _s(mean, low, high):
+    return {"mean": mean, "ci_low": low, "ci_high": high}
+
+
+def test_best_per_row_follows_direction_only_where_intervals_separate():
+    stats = {"a": _s(1.0, 0.8, 1.2), "b": _s(3.0, 2.7, 3.3), "c": {"mean": None}}
     assert best_models(stats, True) == {"b"}
     assert best_models(stats, False) == {"a"}
     assert best_models(stats, None) == set()  # tokens generated has no better direction
-    assert best_models({"a": {"mean": 2.0}, "b": {"mean": 2.0}}, True) == set()  # all tie: no winner
-    assert best_models({"a": {"mean": 2.0}, "b": {"mean": 2.0}, "c": {"mean": 1.0}}, True) == {"a", "b"}
-    assert best_models({"a": {"mean": 2.0}}, True) == set()
+    assert best_models({"a": _s(2.0, 1.9, 2.1), "b": _s(2.0, 1.9, 2.1)}, True) == set()  # a tie
+    assert best_models({"a": _s(2.0, 1.9, 2.1)}, True) == set()
+    # 0.335 vs 0.334 with overlapping intervals (the issue's case): nothing is "best"
+    close = {"a": _s(0.335, 0.320, 0.350), "b": _s(0.334, 0.319, 0.349), "c": _s(0.2, 0.18, 0.22)}
+    assert best_models(close, True) == set()
+    assert best_models(close, False) == {"c"}  # lowest, and clear of the runner-up
+    assert best_models({"a": {"mean": 3.0}, "b": {"mean": 1.0}}, True) == set()  # no intervals: no claim
 
 
 def test_best_highlight_in_html(make_run):
@@ -69,8 +77,11 @@ def test_best_highlight_in_html(make_run):
     }
     best = max(means, key=means.get)
     assert f'data-model="{best}" class="best"' in tps_row and tps_row.count('class="best"') == 1
-    lat = {m: describe([s["metrics"]["latency_ms"] for s in run.samples if s["model"] == m])["mean"] for m in means}
-    assert f'data-model="{min(lat, key=lat.get)}" class="best"' in lat_row
+    lat = {m: describe([s["metrics"]["latency_ms"] for s in run.samples if s["model"] == m]) for m in means}
+    fast, slow = sorted(lat, key=lambda m: lat[m]["mean"])
+    separated = lat[fast]["ci_high"] < lat[slow]["ci_low"]
+    assert (f'data-model="{fast}" class="best"' in lat_row) == separated  # only a difference the data supports
+    assert not separated  # this fixture's latencies overlap: the row must crown nobody
     assert 'class="best"' not in tok_row
 
 
@@ -143,6 +154,6 @@ def test_header_shows_provenance_in_both_commit_formats(make_run):
 def test_best_per_row_counts_equal_printed_values_as_a_tie():
     from harness.report.markup import fmt_number
 
-    stats = {"a": {"mean": 389.01}, "b": {"mean": 389.2}, "c": {"mean": 405.0}}
+    stats = {"a": _s(389.01, 388.0, 389.1), "b": _s(389.2, 389.15, 390.0), "c": _s(405.0, 400.0, 410.0)}
     assert best_models(stats, False) == {"a"}
-    assert best_models(stats, False, fmt_number) == {"a", "b"}  # both print as 389
+    assert best_models(stats, False, fmt_number) == set()  # both print as 389: never crowned
