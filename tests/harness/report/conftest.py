@@ -8,8 +8,8 @@ The first prompt carries a ``<script>`` payload and one output an ``<img onerror
 
 from __future__ import annotations
 
-import html as html_lib
 import hashlib
+import html as html_lib
 import json
 import math
 import random
