@@ -51,6 +51,9 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; font: 13px/
 .sample th { text-align: left; font-weight: normal; color: var(--muted); padding-right: 10px; }
 .sample td { text-align: right; font-variant-numeric: tabular-nums; }
 details summary { cursor: pointer; color: var(--accent); }
+.sample.focus { outline: 3px solid #f4b400; outline-offset: 2px; }
+table.samples-table tr.sample-row { cursor: pointer; } table.samples-table tr.sample-row:hover { background: #eef1f6; }
+table.samples-table td.text { text-align: left; max-width: 40vw; }
 """
 
 APP_JS = r"""
@@ -75,7 +78,13 @@ APP_JS = r"""
       var spec = readJSON(div.getAttribute("data-spec"));
       var layout = spec.layout || {};
       if (template && !layout.template) { layout.template = template; }
-      return Plotly.newPlot(div, spec.data || [], layout, config);
+      return Plotly.newPlot(div, spec.data || [], layout, config).then(function (gd) {
+        gd.on("plotly_click", function (event) {
+          var cd = event && event.points && event.points[0] && event.points[0].customdata;
+          if (cd && cd.length >= 7 && window.__openSample) { window.__openSample(cd[2], cd[3], cd[4], cd[5], cd[6]); }
+        });
+        return gd;
+      });
     });
     Promise.all(pending).then(function () {
       window.__reportReady = true;
@@ -93,6 +102,7 @@ APP_JS = r"""
 
   function sampleNode(s, metrics) {
     var box = el("div", "sample");
+    box.setAttribute("data-i", String(s.i));
     var head = "sample #" + s.i + " · stop: " + (s.stop || "?") + (s.flags.length ? " · flags: " + s.flags.join(", ") : "");
     box.appendChild(el("div", "sub", head));
     box.appendChild(el("pre", "output", s.out === "" ? "(empty output)" : s.out));
@@ -135,6 +145,7 @@ APP_JS = r"""
       while (cols.firstChild) { cols.removeChild(cols.firstChild); }
       data.columns.forEach(function (c, ci) {
         var col = el("div", "column");
+        col.setAttribute("data-column", String(ci));
         col.style.borderTopColor = c.color;
         col.appendChild(el("h4", null, c.label));
         var samples = data.cells[i][ci] || [];
@@ -143,6 +154,77 @@ APP_JS = r"""
         cols.appendChild(col);
       });
     }
+    function openSample(run, batched, promptId, sampleIndex, model) {
+      var pi = -1;
+      data.prompts.forEach(function (p, i) { if (p.id === String(promptId)) { pi = i; } });
+      if (pi < 0) { return false; }
+      if (category.value !== "\u0000all" && data.prompts[pi].category !== category.value) {
+        category.value = "\u0000all"; fillPrompts();
+      }
+      select.value = String(pi);
+      show();
+      var ci = -1;
+      data.columns.forEach(function (c, i) {
+        if (c.run === Number(run) && Boolean(c.batched) === Boolean(Number(batched)) && c.model === model) { ci = i; }
+      });
+      var column = ci >= 0 ? cols.querySelector('[data-column="' + ci + '"]') : null;
+      var target = column ? column.querySelector('[data-i="' + Number(sampleIndex) + '"]') : null;
+      Array.prototype.forEach.call(cols.querySelectorAll(".sample.focus"), function (n) { n.classList.remove("focus"); });
+      if (target) { target.classList.add("focus"); target.scrollIntoView({ block: "center" }); }
+      else { byId("sample-browser").scrollIntoView(); }
+      return Boolean(target);
+    }
+    window.__openSample = openSample;
+
+    function initTable() {
+      var sortSel = byId("samples-sort"), order = byId("samples-order"), modelSel = byId("samples-model");
+      var search = byId("samples-search"), body = document.querySelector("#samples-table tbody");
+      if (!sortSel || !body) { return; }
+      var rows = [];
+      data.cells.forEach(function (perColumn, pi) {
+        perColumn.forEach(function (samples, ci) {
+          samples.forEach(function (s) { rows.push({ p: data.prompts[pi], c: data.columns[ci], s: s }); });
+        });
+      });
+      data.metrics.forEach(function (m) { var o = el("option", null, m.label); o.value = m.name; sortSel.appendChild(o); });
+      var any = el("option", null, "all models"); any.value = "\u0000all"; modelSel.appendChild(any);
+      data.columns.forEach(function (c, ci) { var o = el("option", null, c.label); o.value = String(ci); modelSel.appendChild(o); });
+      function render() {
+        var metric = sortSel.value, meta = data.metrics.filter(function (m) { return m.name === metric; })[0];
+        var needle = search.value.trim().toLowerCase(), sign = order.value === "asc" ? 1 : -1;
+        byId("samples-metric-head").textContent = meta ? meta.label : "value";
+        var shown = rows.filter(function (r) {
+          if (modelSel.value !== "\u0000all" && data.columns[Number(modelSel.value)] !== r.c) { return false; }
+          if (!needle) { return true; }
+          return r.p.text.toLowerCase().indexOf(needle) >= 0 || r.s.out.toLowerCase().indexOf(needle) >= 0 ||
+            r.p.id.toLowerCase().indexOf(needle) >= 0;
+        });
+        shown.sort(function (a, b) {
+          var va = a.s.m[metric], vb = b.s.m[metric];
+          if (va === null || va === undefined) { return 1; }
+          if (vb === null || vb === undefined) { return -1; }
+          return sign * (va - vb);
+        });
+        while (body.firstChild) { body.removeChild(body.firstChild); }
+        shown.slice(0, 200).forEach(function (r) {
+          var tr = el("tr", "sample-row");
+          tr.appendChild(el("td", null, r.p.id));
+          tr.appendChild(el("td", null, r.p.category));
+          tr.appendChild(el("td", null, r.c.label));
+          tr.appendChild(el("td", null, r.s.i));
+          tr.appendChild(el("td", "value", fmt(r.s.m[metric], meta && meta.percent)));
+          tr.appendChild(el("td", "text", r.s.out.length > 90 ? r.s.out.slice(0, 90) + "…" : r.s.out));
+          tr.addEventListener("click", function () { openSample(r.c.run, r.c.batched ? 1 : 0, r.p.id, r.s.i, r.c.model); });
+          body.appendChild(tr);
+        });
+        byId("samples-count").textContent = shown.length + " of " + rows.length + " samples" +
+          (shown.length > 200 ? " (first 200 shown)" : "") + "; click a row to open it";
+      }
+      [sortSel, order, modelSel].forEach(function (node) { node.addEventListener("change", render); });
+      search.addEventListener("input", render);
+      render();
+    }
+
     function step(delta) {
       var next = select.selectedIndex + delta;
       if (next >= 0 && next < select.options.length) { select.selectedIndex = next; show(); }
@@ -153,6 +235,7 @@ APP_JS = r"""
     byId("browser-next").addEventListener("click", function () { step(1); });
     fillPrompts();
     show();
+    initTable();
   }
 
   initBrowser();

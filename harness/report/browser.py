@@ -41,6 +41,7 @@ def browser_data(ctx: ReportContext) -> dict[str, Any]:
                     "model": model,
                     "color": ctx.color(model),
                     "batched": series.batched,
+                    "run": series.run_index,
                 }
             )
             per_prompt: list[list[dict[str, Any]]] = [[] for _ in prompts]
@@ -82,6 +83,16 @@ def browser_section(ctx: ReportContext) -> str:
         '<button type="button" id="browser-next" title="next prompt">▶</button></div>'
         '<div class="prompt-box"><div id="browser-prompt-meta" class="sub"></div><pre id="browser-prompt"></pre></div>'
         '<div id="browser-columns" class="columns"></div>'
+        '<h3>All samples</h3><div class="controls" id="samples-controls">'
+        '<label>Sort by <select id="samples-sort"></select></label> '
+        '<label><select id="samples-order"><option value="desc">highest first</option>'
+        '<option value="asc">lowest first</option></select></label> '
+        '<label>Model <select id="samples-model"></select></label> '
+        '<label>Search <input type="search" id="samples-search" placeholder="prompt or output text"></label> '
+        '<span id="samples-count" class="sub"></span></div>'
+        '<table class="summary samples-table" id="samples-table"><thead><tr><th>prompt</th><th>category</th>'
+        '<th>model</th><th>#</th><th id="samples-metric-head">value</th><th>output</th></tr></thead>'
+        '<tbody></tbody></table>'
         f'<noscript><p class="note">The sample browser needs JavaScript; {len(data["prompts"])} prompts are in the '
         f"embedded data block {esc(BROWSER_DATA_ID)}.</p></noscript></div>" + json_block(BROWSER_DATA_ID, data)
     )

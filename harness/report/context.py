@@ -96,8 +96,14 @@ class Series:
         return seen
 
     def trace_name(self, model: str) -> str:
-        """Legend name: the model, then the run and batch mode when they are needed to tell traces apart."""
-        return " · ".join([model, *([self.label] if self.label else [])])
+        """Legend name: the model, then "run N" and "batched" only when needed to tell traces apart (the
+        run's full name is in the header; a legend of long run ids squeezes the plots)."""
+        parts = [model]
+        if self.run_label:
+            parts.append(f"run {self.run_index + 1}")
+        if self.batched:
+            parts.append("batched")
+        return " · ".join(parts)
 
     def model_samples(self, model: str) -> list[dict[str, Any]]:
         return [s for s in self.samples if s.get("model") == model]

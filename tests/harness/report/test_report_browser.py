@@ -87,14 +87,18 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             points = page.evaluate("""() => Object.fromEntries(
                 Array.from(document.querySelectorAll('[data-scatter] .plot')).map(gd => [
                     gd.parentElement.dataset.scatter,
-                    {data: gd.data.reduce((n, t) => n + t.x.length, 0), traces: gd.data.length,
+                    {data: gd.data.filter(t => t.type === 'scatter' && t.customdata)
+                                  .reduce((n, t) => n + t.x.length, 0),
+                     traces: gd.data.filter(t => t.type === 'scatter' && t.customdata).length,
+                     medians: gd.data.filter(t => t.type === 'scatter' && !t.customdata).length,
+                     histograms: gd.data.filter(t => t.type === 'histogram').length,
                      svg: gd.querySelectorAll('.scatterlayer .point').length,
                      x: gd.layout.xaxis.title.text, y: gd.layout.yaxis.title.text}]))""")
             expected = _expected_points(runs)
             assert set(points) == {s.key for s in STUDY_SCATTERS}
             for key, got in points.items():
-                assert got["data"] == got["svg"] == expected[key], key
-                assert got["traces"] == 6 and got["x"] and got["y"]
+                assert got["data"] == expected[key] and got["svg"] == expected[key] + got["medians"], key
+                assert got["traces"] == got["medians"] == 6 and got["histograms"] == 12 and got["x"] and got["y"]
             n_plots = page.evaluate("window.__reportPlots")
             assert n_plots == page.evaluate("document.querySelectorAll('div.plot.js-plotly-plot').length") > 4
 
@@ -120,6 +124,44 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             page.select_option("#browser-category", "dialogue starters")
             assert page.text_content("#browser-prompt-meta").endswith("dialogue starters")
             page.click("#browser-next")
+
+            # a click on a scatter point opens that sample in the browser
+            clicked = page.evaluate("""() => {
+                const gd = document.querySelector('[data-scatter="tokens-vs-repetition"] .plot');
+                window.__clicked = null;
+                gd.on('plotly_click', ev => { window.__clicked = ev.points[0].customdata; });
+                const node = gd.querySelectorAll('.scatterlayer .trace')[2].querySelectorAll('.point')[3];
+                node.scrollIntoView({block: 'center'});
+                const box = node.getBoundingClientRect();
+                return [box.x + box.width / 2, box.y + box.height / 2];
+            }""")
+            page.mouse.click(*clicked)
+            page.wait_for_function("window.__clicked !== null", timeout=HANG_MS)
+            run, batched, prompt_id, sample_index, model = page.evaluate("window.__clicked")[2:]
+            assert page.text_content("#browser-prompt-meta").startswith(f"{prompt_id} ·")
+            focus = page.query_selector("#browser-columns .sample.focus")
+            assert focus is not None and focus.get_attribute("data-i") == str(sample_index)
+            column = page.evaluate("document.querySelector('.sample.focus').closest('.column').dataset.column")
+            assert page.text_content(f'#browser-columns [data-column="{column}"] h4').startswith(model)
+
+            # sort every sample by a metric, lowest first, and open the first row
+            page.select_option("#samples-sort", "coherence_length")
+            page.select_option("#samples-order", "asc")
+            shown = page.evaluate(
+                "Array.from(document.querySelectorAll('#samples-table tbody tr')).map(r => r.cells[4].textContent)"
+            )
+            values = sorted(
+                s["metrics"]["coherence_length"] for d in runs for s in load_run(d).samples
+            )
+            assert [float(v) for v in shown[:5]] == pytest.approx(values[:5], rel=0.01) and len(shown) == len(values)
+            page.click("#samples-table tbody tr:first-child")
+            assert page.query_selector("#browser-columns .sample.focus") is not None
+            page.fill("#samples-search", "park")
+            texts = page.evaluate(
+                "Array.from(document.querySelectorAll('#samples-table tbody tr')).map(r => r.textContent.toLowerCase())"
+            )
+            assert texts and len(texts) < len(values)
+            assert page.text_content("#samples-count").startswith(f"{len(texts)} of {len(values)}")
 
             assert page.evaluate("window.__xss") is None
             shot = Path(os.environ.get("REPORT_SCREENSHOT_DIR", tmp_path)) / "report-browser-test.png"
