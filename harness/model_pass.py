@@ -60,6 +60,7 @@ def sample_record(
         "prompt_tokens": len(prompt_ids),
         "output_text": model.decode(generation.tokens),
         "output_ids": list(generation.tokens),
+        "output_tokens": [model.decode([token]) for token in generation.tokens],  # for the report's token view
         "eos_hit": bool(generation.eos_hit),
         "stop_reason": generation.stop_reason,
         "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],

@@ -35,11 +35,11 @@ def resolve_suite(argument: str | Path) -> Path:
     name = path.stem if path.suffix in SUITE_SUFFIXES and path.parent == Path(".") else text
     if name in bundled:
         return bundled[name]
-    looks_like_path = "/" in text or path.suffix in SUITE_SUFFIXES
-    what = "no such file" if looks_like_path else "no such file and no bundled suite of that name"
+    if "/" in text or path.suffix in SUITE_SUFFIXES:  # meant as a path: say exactly that
+        raise UserError(f"{text}: file not found")
     raise UserError(
-        f"{text}: {what}{did_you_mean(name, list(bundled))}; bundled suites: {', '.join(bundled) or 'none'} "
-        "('harness suites list' shows them)"
+        f"{text}: no such file and no bundled suite of that name{did_you_mean(name, list(bundled))}; bundled "
+        f"suites: {', '.join(bundled) or 'none'} ('harness suites list' shows them)"
     )
 
 

@@ -40,6 +40,7 @@ class SampleRecord(_Strict):
     prompt_tokens: int | None = Field(default=None, ge=0)
     output_text: str | None = None
     output_ids: list[int] | None = None
+    output_tokens: list[str] | None = None  # each output id decoded alone (the report's token view)
     eos_hit: bool | None = None
     stop_reason: str | None = None
     token_times_ms: list[float] | None = None

@@ -52,6 +52,8 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; font: 13px/
 .sample td { text-align: right; font-variant-numeric: tabular-nums; }
 details summary { cursor: pointer; color: var(--accent); }
 .sample.focus { outline: 3px solid #f4b400; outline-offset: 2px; }
+pre.tokens span.tok { border-radius: 2px; } pre.tokens span.rep { text-decoration: underline wavy #c62828; }
+pre.tokens span.coherence-break { color: #c62828; font-weight: 700; padding: 0 2px; }
 table.samples-table tr.sample-row { cursor: pointer; } table.samples-table tr.sample-row:hover { background: #eef1f6; }
 table.samples-table td.text { text-align: left; max-width: 40vw; }
 """
@@ -100,12 +102,36 @@ APP_JS = r"""
     return String(Number(value.toPrecision(3)));
   }
 
+  function tokenNode(s) {
+    var pre = el("pre", "tokens");
+    var repeated = {};
+    (s.rep || []).forEach(function (i) { repeated[i] = true; });
+    s.tok.forEach(function (piece, i) {
+      if (s.brk === i) { pre.appendChild(el("span", "coherence-break", "⟂")); }
+      var lp = s.lp && s.lp.length ? s.lp[i] : null;
+      var span = el("span", "tok" + (repeated[i] ? " rep" : ""), piece);
+      if (lp !== null && lp !== undefined) {
+        var p = Math.exp(lp);
+        span.style.backgroundColor = "hsl(" + Math.round(p * 120) + ", 75%, 82%)";
+        span.setAttribute("data-logprob", String(lp));
+      }
+      var dt = s.dt && s.dt.length ? s.dt[i] : null;
+      span.title = "token " + i + (lp !== null && lp !== undefined ? " · log-prob " + lp + " · p " + Math.exp(lp).toFixed(3) : "") +
+        (dt !== null && dt !== undefined ? " · " + dt + " ms" : "") + (repeated[i] ? " · in a repeated 3-gram" : "");
+      pre.appendChild(span);
+    });
+    return pre;
+  }
+
   function sampleNode(s, metrics) {
     var box = el("div", "sample");
     box.setAttribute("data-i", String(s.i));
     var head = "sample #" + s.i + " · stop: " + (s.stop || "?") + (s.flags.length ? " · flags: " + s.flags.join(", ") : "");
     box.appendChild(el("div", "sub", head));
-    box.appendChild(el("pre", "output", s.out === "" ? "(empty output)" : s.out));
+    var tokens = byId("browser-token-view");
+    if (tokens && tokens.checked && s.tok) { box.appendChild(tokenNode(s)); }
+    else if (tokens && tokens.checked) { box.appendChild(el("p", "note", "no per-token data in this run (recorded by newer harness versions)")); box.appendChild(el("pre", "output", s.out)); }
+    else { box.appendChild(el("pre", "output", s.out === "" ? "(empty output)" : s.out)); }
     var table = el("table");
     metrics.forEach(function (m) {
       if (!Object.prototype.hasOwnProperty.call(s.m, m.name)) { return; }
@@ -232,6 +258,7 @@ APP_JS = r"""
     category.addEventListener("change", function () { fillPrompts(); show(); });
     select.addEventListener("change", show);
     byId("browser-prev").addEventListener("click", function () { step(-1); });
+    if (byId("browser-token-view")) { byId("browser-token-view").addEventListener("change", show); }
     byId("browser-next").addEventListener("click", function () { step(1); });
     fillPrompts();
     show();

@@ -9,10 +9,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.metrics.repetition import COHERENCE_NGRAM, coherence_length
 from harness.report.context import ReportContext, finite, metric_label
 from harness.report.markup import esc, is_percent, json_block
 
 BROWSER_DATA_ID = "browser-data"
+
+
+def repeated_positions(ids: list[int], ngram: int = COHERENCE_NGRAM) -> list[int]:
+    """Indices of the tokens inside an n-gram that already occurred earlier (the repetition the study's
+    coherence length stops at), for highlighting in the token view."""
+    seen: set[tuple[int, ...]] = set()
+    marked: set[int] = set()
+    for start in range(len(ids) - ngram + 1):
+        gram = tuple(ids[start : start + ngram])
+        if gram in seen:
+            marked.update(range(start, start + ngram))
+        seen.add(gram)
+    return sorted(marked)
+
+
+def token_view(sample: dict[str, Any]) -> dict[str, Any]:
+    """Per-token data of one sample for the token view: the decoded pieces, log-probs, the time each token
+    took, the tokens of repeated 3-grams and where coherence breaks. Empty for runs recorded before
+    ``output_tokens`` existed (the view then says so)."""
+    pieces, ids = sample.get("output_tokens"), sample.get("output_ids") or []
+    logprobs, times = sample.get("logprobs") or [], sample.get("token_times_ms") or []
+    if not isinstance(pieces, list) or len(pieces) != len(ids):
+        return {}
+    gaps = [round(t - (times[i - 1] if i else 0.0), 2) for i, t in enumerate(times)] if len(times) == len(ids) else []
+    brk = coherence_length(ids)
+    return {
+        "tok": [str(piece) for piece in pieces],
+        "lp": [None if v is None else round(v, 3) for v in logprobs] if len(logprobs) == len(ids) else [],
+        "dt": gaps,
+        "rep": repeated_positions(ids),
+        "brk": brk if brk < len(ids) else None,
+    }
 
 
 def browser_data(ctx: ReportContext) -> dict[str, Any]:
@@ -55,6 +88,7 @@ def browser_data(ctx: ReportContext) -> dict[str, Any]:
                         "flags": s.get("flags") or [],
                         "m": {k: finite(v) for k, v in s.get("metrics", {}).items()},
                         "err": s.get("metric_errors") or {},
+                        **token_view(s),
                     }
                 )
             for i, samples in enumerate(per_prompt):
@@ -80,7 +114,9 @@ def browser_section(ctx: ReportContext) -> str:
         '<label>Category <select id="browser-category"></select></label> '
         '<label>Prompt <select id="browser-prompt-select"></select></label> '
         '<button type="button" id="browser-prev" title="previous prompt">◀</button>'
-        '<button type="button" id="browser-next" title="next prompt">▶</button></div>'
+        '<button type="button" id="browser-next" title="next prompt">▶</button> '
+        '<label title="each token coloured by its probability; hover for log-prob and time">'
+        '<input type="checkbox" id="browser-token-view"> token view</label></div>'
         '<div class="prompt-box"><div id="browser-prompt-meta" class="sub"></div><pre id="browser-prompt"></pre></div>'
         '<div id="browser-columns" class="columns"></div>'
         '<h3>All samples</h3><div class="controls" id="samples-controls">'
@@ -92,7 +128,7 @@ def browser_section(ctx: ReportContext) -> str:
         '<span id="samples-count" class="sub"></span></div>'
         '<table class="summary samples-table" id="samples-table"><thead><tr><th>prompt</th><th>category</th>'
         '<th>model</th><th>#</th><th id="samples-metric-head">value</th><th>output</th></tr></thead>'
-        '<tbody></tbody></table>'
+        "<tbody></tbody></table>"
         f'<noscript><p class="note">The sample browser needs JavaScript; {len(data["prompts"])} prompts are in the '
         f"embedded data block {esc(BROWSER_DATA_ID)}.</p></noscript></div>" + json_block(BROWSER_DATA_ID, data)
     )

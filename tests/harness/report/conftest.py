@@ -141,8 +141,11 @@ def _sample(
     times = [first + i * 1000.0 / (tps_base * speed_now) for i in range(n)]
     end = times[-1] + 0.2 if times else first
     text = " ".join(WORDS[t % len(WORDS)] for t in ids)
+    pieces = [(" " if i else "") + WORDS[t % len(WORDS)] for i, t in enumerate(ids)]
     if prompt["id"] == "p001" and model_index == 0:
         text = XSS_OUTPUT + " " + text
+        if pieces:
+            pieces[0] = XSS_OUTPUT + " " + pieces[0]
     metrics: dict[str, Any] = {
         "ttft_ms": times[0] if times else None,
         "tps": n / end * 1000.0,
@@ -170,6 +173,7 @@ def _sample(
         "prompt_tokens": len(prompt["text"].split()),
         "output_text": text,
         "output_ids": ids,
+        "output_tokens": pieces,
         "eos_hit": eos,
         "stop_reason": "eos" if eos else "max_new_tokens",
         "token_times_ms": times,

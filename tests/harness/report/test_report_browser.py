@@ -150,9 +150,7 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             shown = page.evaluate(
                 "Array.from(document.querySelectorAll('#samples-table tbody tr')).map(r => r.cells[4].textContent)"
             )
-            values = sorted(
-                s["metrics"]["coherence_length"] for d in runs for s in load_run(d).samples
-            )
+            values = sorted(s["metrics"]["coherence_length"] for d in runs for s in load_run(d).samples)
             assert [float(v) for v in shown[:5]] == pytest.approx(values[:5], rel=0.01) and len(shown) == len(values)
             page.click("#samples-table tbody tr:first-child")
             assert page.query_selector("#browser-columns .sample.focus") is not None
@@ -162,6 +160,27 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             )
             assert texts and len(texts) < len(values)
             assert page.text_content("#samples-count").startswith(f"{len(texts)} of {len(values)}")
+
+            # the token view: one span per token, coloured by log-prob, repeats and the coherence break marked
+            page.check("#browser-token-view")
+            view = page.evaluate("""() => Array.from(document.querySelectorAll('#browser-columns .sample')).map(s => ({
+                tokens: s.querySelectorAll('span.tok').length,
+                coloured: s.querySelectorAll('span.tok[data-logprob]').length,
+                repeated: s.querySelectorAll('span.tok.rep').length,
+                breaks: s.querySelectorAll('span.coherence-break').length}))""")
+            assert view and all(v["tokens"] == v["coloured"] for v in view)
+            assert sum(v["tokens"] for v in view) > 0
+            title = page.get_attribute("#browser-columns span.tok >> nth=0", "title")
+            assert "log-prob" in title and " ms" in title
+            shown_prompt = page.text_content("#browser-prompt-meta").split(" ·")[0]
+            by_key = {(s["model"], s["prompt_id"]): s for s in load_run(runs[0]).samples}
+            first_model = page.text_content('#browser-columns [data-column="0"] h4').split(" ·")[0]
+            sample = by_key[(first_model, shown_prompt)]
+            assert view[0]["tokens"] == len(sample["output_ids"])
+            assert view[0]["breaks"] == (1 if sample["metrics"]["coherence_length"] < len(sample["output_ids"]) else 0)
+            page.select_option("#browser-prompt-select", index=0)  # the payload prompt, token by token
+            assert XSS_OUTPUT in page.text_content("#browser-columns")
+            page.uncheck("#browser-token-view")
 
             assert page.evaluate("window.__xss") is None
             shot = Path(os.environ.get("REPORT_SCREENSHOT_DIR", tmp_path)) / "report-browser-test.png"

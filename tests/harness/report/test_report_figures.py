@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 
 import pytest
 
@@ -20,17 +21,46 @@ def _both(sample: dict, x: str, y: str) -> bool:
     return all(m.get(k) is not None and math.isfinite(m[k]) for k in (x, y))
 
 
+def _points(fig):
+    """The traces that hold one point per sample (not the median markers or the marginal histograms)."""
+    return [t for t in fig.data if t.type == "scatter" and t.customdata is not None]
+
+
 @pytest.mark.parametrize("spec", STUDY_SCATTERS, ids=lambda s: s.key)
 def test_scatter_one_trace_per_model_one_point_per_sample(make_run, spec):
     run = load_run(make_run(models=("a", "b", "c"), n_prompts=10, samples_per_prompt=2))
     fig, omitted = scatter_figure(build_context([run]), spec)
-    assert [t.name for t in fig.data] == ["a", "b", "c"]
-    for trace in fig.data:
+    assert [t.name for t in _points(fig)] == ["a", "b", "c"]
+    for trace in _points(fig):
         expected = [s for s in run.samples if s["model"] == trace.name and _both(s, spec.x, spec.y)]
         assert len(trace.x) == len(trace.y) == len(trace.text) == len(expected)
-        assert trace.mode == "markers"
+        assert trace.mode == "markers" and trace.marker.opacity < 0.6
+        true_x = sorted(c[0] for c in trace.customdata)
+        scale = 100 if spec.y in ("repetition_rate", "vocab_diversity") else 1
+        assert true_x == sorted(s["metrics"][spec.x] for s in expected)
+        assert sorted(c[1] for c in trace.customdata) == pytest.approx(
+            sorted(s["metrics"][spec.y] * scale for s in expected)
+        )
+        if spec.x == "tokens_generated":  # jittered for display, never by more than 0.4 token
+            assert any(px != c[0] for px, c in zip(trace.x, trace.customdata, strict=True))
+            assert all(abs(px - c[0]) <= 0.4 for px, c in zip(trace.x, trace.customdata, strict=True))
+        medians = [t for t in fig.data if t.name == f"{trace.name} median"]
+        assert len(medians) == 1 and medians[0].x[0] == statistics.median(c[0] for c in trace.customdata)
+    assert [t.type for t in fig.data].count("histogram") == 6  # top and right margins, per model
     assert omitted == sum(not _both(s, spec.x, spec.y) for s in run.samples)
     assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    bound = [a.text for a in fig.layout.annotations]
+    assert bool(bound) == (spec.key == "tokens-vs-coherence")  # only coherence is bounded by tokens
+    if bound:
+        assert "cannot exceed tokens generated" in bound[0] and fig.layout.shapes[0].x1 == fig.layout.shapes[0].y1
+
+
+def test_a_note_when_runs_of_different_suites_are_overlaid(make_run, tmp_path):
+    same = write_report([make_run("a"), make_run("b")], tmp_path / "same.html").read_text(encoding="utf-8")
+    mixed = write_report(
+        [make_run("c", suite="smoke"), make_run("d", suite="tinystories")], tmp_path / "mixed.html"
+    ).read_text(encoding="utf-8")
+    assert 'data-mixed-suites="true"' not in same and 'data-mixed-suites="true"' in mixed
 
 
 def test_scatter_axis_titles_and_percent_scale(make_run):
@@ -39,7 +69,7 @@ def test_scatter_axis_titles_and_percent_scale(make_run):
     fig, _ = scatter_figure(ctx, STUDY_SCATTERS[1])
     assert fig.layout.xaxis.title.text == "Tokens Generated"
     assert fig.layout.yaxis.title.text == "Repetition Rate (%)"
-    assert max(max(t.y) for t in fig.data) > 1  # fractions plotted as percent
+    assert max(max(t.y) for t in _points(fig)) > 1  # fractions plotted as percent
     tps_fig, _ = scatter_figure(ctx, STUDY_SCATTERS[3])
     assert tps_fig.layout.xaxis.title.text == "TPS (tokens/sec)"
     assert tps_fig.layout.yaxis.title.text == "Total Latency (ms)"
@@ -48,11 +78,11 @@ def test_scatter_axis_titles_and_percent_scale(make_run):
 def test_hover_has_prompt_category_and_escaped_output(make_run):
     run = load_run(make_run())
     fig, _ = scatter_figure(build_context([run]), STUDY_SCATTERS[0])
-    texts = list(fig.data[0].text)
+    texts = list(_points(fig)[0].text)
     xss = next(t for t in texts if "p001" in t)
     assert "story openings" in xss
     assert "&lt;img src=x onerror=" in xss and "<img" not in xss  # plotly would parse raw tags
-    assert "%{text}" in fig.data[0].hovertemplate
+    assert "%{text}" in _points(fig)[0].hovertemplate
 
 
 def test_colour_fixed_per_model_across_figures_and_runs(make_run):
@@ -62,11 +92,12 @@ def test_colour_fixed_per_model_across_figures_and_runs(make_run):
     fig, _ = scatter_figure(ctx, STUDY_SCATTERS[0])
     colours = {}
     for trace in fig.data:
-        model = trace.name.split(" · ")[0]
+        model = (trace.name or trace.legendgroup).split(" · ")[0]
         colours.setdefault(model, set()).add(trace.marker.color)
     assert all(len(c) == 1 for c in colours.values()) and colours["m1"] != colours["m2"]
-    assert len({t.marker.symbol for t in fig.data}) == 2  # runs told apart by symbol
-    assert len(fig.data) == 4 and all("#1 a" in t.name or "#2 b" in t.name for t in fig.data)
+    points = _points(fig)
+    assert len({t.marker.symbol for t in points}) == 2  # runs told apart by symbol
+    assert len(points) == 4 and all(t.name.endswith((" · run 1", " · run 2")) for t in points)  # short labels
 
 
 def test_distribution_for_every_sample_metric_including_plugin_ones(make_run):
@@ -91,7 +122,8 @@ def test_report_html_embeds_every_figure(make_run, tmp_path):
     assert [k for k, _ in scatter_divs] == [s.key for s in STUDY_SCATTERS]
     for _, fig_id in scatter_divs:
         spec = page.json[f"{fig_id}-spec"]
-        assert len(spec["data"]) == 2 and spec["layout"]["xaxis"]["title"]["text"]
+        points = [t for t in spec["data"] if t.get("customdata")]
+        assert len(points) == 2 and len(spec["data"]) == 8 and spec["layout"]["xaxis"]["title"]["text"]
         assert "template" not in spec["layout"]  # embedded once as plotly-template
     dist = [d for d in page.find("div") if d.get("data-metric")]
     assert [d["data-metric"] for d in dist] == ctx.sample_metrics()
