@@ -36,6 +36,7 @@ td.improved { background: var(--best); } td.regressed, td.values-missing { backg
 td.inconclusive { background: #fff3cd; } div.comparison.refused p.note:first-of-type { font-weight: 600; }
 .side-by-side { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 12px; }
+.grid3 { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr)); gap: 10px; }
 .plot { min-height: 320px; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
 dl.meta dt { color: var(--muted); } dl.meta dd { margin: 0; overflow-wrap: anywhere; }

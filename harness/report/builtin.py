@@ -6,6 +6,7 @@ from typing import Any
 
 from harness.records import Run, Throughput
 from harness.report.browser import browser_section
+from harness.report.categories import category_section
 from harness.report.comparison_view import comparison_section
 from harness.report.context import ReportContext, run_label
 from harness.report.figures import distribution_section, scatter_section
@@ -132,6 +133,7 @@ def builtin_sections() -> list[ReportSection]:
         ReportSection("header", "Runs", header_section, order=0),
         ReportSection("summary", "Summary (Table 2 layout)", summary_section, order=10),
         ReportSection("scatter", "The study's four scatter plots", scatter_section, order=30),
+        ReportSection("categories", "By prompt category", category_section, order=35),
         ReportSection("distributions", "Metric distributions", distribution_section, order=40),
         ReportSection("comparison", "Comparison with the baseline run", comparison_section, order=50),
         ReportSection("samples", "Sample browser", browser_section, order=60),
