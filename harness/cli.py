@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, UserError
 from harness.user_text import one_line, plain
@@ -22,8 +21,6 @@ if TYPE_CHECKING:  # annotations only: 'harness --help' must not import the suit
 app = typer.Typer(
     help="Benchmark and evaluate tiny language models.", no_args_is_help=True, pretty_exceptions_enable=False
 )
-suites_app = typer.Typer(help="Prompt suites.", no_args_is_help=True)
-app.add_typer(suites_app, name="suites")
 console = make_console()  # results: stdout, never cut when piped
 err_console = make_console(stderr=True)  # errors, warnings and progress bars
 
@@ -253,105 +250,19 @@ def _check_suite(loaded: LoadedSuite, registry: Registry) -> None:
             raise UserError(f"{loaded.path}: field 'judge': {exc}") from None
 
 
-@suites_app.command("validate")
-def suites_validate(
-    files: Annotated[list[str], typer.Argument(help="Suite YAML files or bundled names.")],
-    plugins_dir: PluginsDir = None,
-) -> None:
-    """Check suite files (fields, metric names, judge spec, reference file); one line per file."""
-    from harness.suite import load_suite
-    from harness.suite_catalog import resolve_suite
-
-    failed = False
-    for path in files:
-        try:
-            loaded = load_suite(resolve_suite(path))
-            _check_suite(loaded, _registry(plugins_dir))
-            console.print(
-                plain(
-                    f"{path}: ok ({len(loaded.prompts)} prompts × {loaded.suite.samples_per_prompt} samples, "
-                    f"sha256 {loaded.sha256[:12]})"
-                ),
-                soft_wrap=True,
-            )
-        except UserError as exc:
-            err_console.print(plain(f"error: {one_line(exc)}"), soft_wrap=True)
-            failed = True
-    raise typer.Exit(2 if failed else 0)
-
-
-@suites_app.command("list")
-def suites_list(as_json: JsonFlag = False) -> None:
-    """The suites shipped with the harness: run any of them by name (harness run NAME --models ...)."""
-    from harness.suite_catalog import bundled_suites, summarize
-
-    rows = [summarize(path) for path in bundled_suites().values()]
-    if as_json:
-        print_json([row.as_dict() for row in rows])
-        return
-    table = Table(title="bundled suites")
-    for column in ("name", "prompts", "categories", "samples/prompt", "max new tokens", "description"):
-        table.add_column(column)
-    for row in rows:
-        categories = ", ".join(f"{name} {count}" for name, count in row.categories.items())
-        cells = (row.name, row.prompts, categories, row.samples_per_prompt, row.max_new_tokens, row.description)
-        table.add_row(*(plain(str(cell)) for cell in cells))
-    console.print(table)
-
-
-@app.command("models")
-def models_command(plugins_dir: PluginsDir = None, as_json: JsonFlag = False) -> None:
-    """List the model specs every backend can resolve right now."""
-    registry = _registry(plugins_dir)
-    rows = [
-        {"backend": name, "spec": spec, "resolves_to": description}
-        for name, backend in registry.backends.items()
-        for spec, description in backend.available()
-    ]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title="model specs")
-    for column in ("backend", "spec", "resolves to"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(plain(str(value)) for value in row.values()))
-    console.print(table)
-
-
-@app.command()
-def plugins(plugins_dir: PluginsDir = None, as_json: JsonFlag = False) -> None:
-    """List plugins, where they come from, their versions and what each registered."""
-    registry = _registry(plugins_dir)
-    rows = [
-        {"plugin": info.name, "origin": info.origin, "version": info.version, "registered": list(info.registered)}
-        for info in registry.plugins.values()
-    ]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title="plugins")
-    for column in ("plugin", "origin", "version", "registered"):
-        table.add_column(column)
-    for row in rows:
-        cells = (row["plugin"], row["origin"], row["version"] or "", ", ".join(row["registered"]))
-        table.add_row(*(plain(v) for v in cells))
-    console.print(table)
-
-
 _FEATURE_COMMANDS_ADDED = []  # main() may run more than once in one process (in-process tests)
 
 
 def _add_commands() -> None:
-    """Commands that live with their feature: report, gate/baseline, merge (added once per process)."""
+    """Commands that live with their feature: suites/models/plugins, report, gate/baseline, merge (added once)."""
     if _FEATURE_COMMANDS_ADDED:
         return
     _FEATURE_COMMANDS_ADDED.append(True)
-    from harness import merge
+    from harness import catalog_commands, merge
     from harness.gate import commands as gate_commands
     from harness.report import commands as report_commands
 
-    for module in (report_commands, gate_commands, merge):
+    for module in (catalog_commands, report_commands, gate_commands, merge):
         module.add_commands(app)
 
 
