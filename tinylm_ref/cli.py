@@ -294,7 +294,9 @@ app.add_typer(export_app, name="export")
 
 @export_app.command("onnx")
 def export_onnx_cmd(
-    checkpoint: Annotated[str, typer.Argument(help="A preset (10m, 7m, 5m, 2.5m: the bundled checkpoint) or a checkpoint directory.")],
+    checkpoint: Annotated[
+        str, typer.Argument(help="A preset (10m, 7m, 5m, 2.5m: the bundled checkpoint) or a checkpoint directory.")
+    ],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (created; must be empty if it exists).")],
     split: Annotated[bool, typer.Option(help="Write a prefill and a decode graph instead of one graph.")] = False,
 ) -> None:
@@ -302,8 +304,9 @@ def export_onnx_cmd(
     from tinylm_ref.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        from tinylm_ref.onnx_export import export_onnx
         import onnx  # noqa: F401  (torch.onnx.export needs it)
+
+        from tinylm_ref.onnx_export import export_onnx
     except ImportError as exc:
         _fail(f"exporting to ONNX needs the onnx package ({exc}); pip install 'tinylm-harness[onnx]'")
     source = Path(__file__).resolve().parent / "checkpoints" / checkpoint.lower()

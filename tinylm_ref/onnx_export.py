@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tokenizers import Tokenizer
+from torch import nn
 
 from tinylm_ref.model import LLM
 from tinylm_ref.tokenizer import BOS, EOS, PAD, UNK

@@ -33,7 +33,13 @@ from tinylm_ref.sampling import sample_loop
 
 PREFIX = "onnx:"
 EXTRA = "pip install 'tinylm-harness[onnx]'"
-META_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+META_FILES = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
 _EOS_NAMES = ("<eos>", "</s>", "<|endoftext|>", "<|end_of_text|>", "<|im_end|>")
 
 
@@ -70,8 +76,18 @@ def _json(path: Path, spec: str) -> dict[str, Any]:
 class OnnxModel:
     """An ONNX Runtime session (or a prefill and a decode session) behind the harness Model contract."""
 
-    def __init__(self, session: Any, prefill: Any | None, sig: Signature, prefill_sig: Signature | None,
-                 tokenizer: Any, info: ModelInfo, stop_ids: list[int], heads: int, head_dim: int) -> None:
+    def __init__(
+        self,
+        session: Any,
+        prefill: Any | None,
+        sig: Signature,
+        prefill_sig: Signature | None,
+        tokenizer: Any,
+        info: ModelInfo,
+        stop_ids: list[int],
+        heads: int,
+        head_dim: int,
+    ) -> None:
         self.session, self.prefill_session, self.sig, self.prefill_sig = session, prefill, sig, prefill_sig
         self.tokenizer, self.info = tokenizer, info
         self.stop_ids = frozenset(stop_ids)
@@ -200,11 +216,15 @@ def load_onnx_dir(snapshot: Snapshot, spec: str, options: LoadOptions, graph: Pa
     meta_dir = decode_path.parent if (decode_path.parent / "tokenizer.json").is_file() else directory
     tok_path = meta_dir / "tokenizer.json"
     if not tok_path.is_file():
-        raise UserError(f"model {spec}: no tokenizer.json beside {decode_path.name} in {meta_dir}; add the model's tokenizer.json")
+        raise UserError(
+            f"model {spec}: no tokenizer.json beside {decode_path.name} in {meta_dir}; add the model's tokenizer.json"
+        )
     try:
         tokenizer = Tokenizer.from_file(str(tok_path))
     except Exception as exc:
-        raise UserError(f"model {spec}: {tok_path} is not a tokenizers file ({exc.__class__.__name__}); re-export it") from None
+        raise UserError(
+            f"model {spec}: {tok_path} is not a tokenizers file ({exc.__class__.__name__}); re-export it"
+        ) from None
     config = _json(meta_dir / "config.json", spec)
     gen_config = _json(meta_dir / "generation_config.json", spec)
     providers, device = _providers(ort, options.device, spec)
@@ -230,7 +250,11 @@ def load_onnx_dir(snapshot: Snapshot, spec: str, options: LoadOptions, graph: Pa
     stop += [i for i in (tokenizer.token_to_id(n) for n in _EOS_NAMES) if i is not None][:1]
     stop = [i for i in dict.fromkeys(stop) if 0 <= i < max(vocab, int(config.get("vocab_size") or 0))]
     context = next(
-        (int(config[k]) for k in ("max_position_embeddings", "n_positions", "max_seq_len") if isinstance(config.get(k), int)),
+        (
+            int(config[k])
+            for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+            if isinstance(config.get(k), int)
+        ),
         2048,
     )
     graphs = [p for p in (prefill_path, decode_path) if p is not None]
@@ -239,7 +263,9 @@ def load_onnx_dir(snapshot: Snapshot, spec: str, options: LoadOptions, graph: Pa
         name=spec,
         spec=spec,
         backend="onnx",
-        parameters=int(config["num_parameters"]) if isinstance(config.get("num_parameters"), int) else _parameters(decode_path),
+        parameters=int(config["num_parameters"])
+        if isinstance(config.get("num_parameters"), int)
+        else _parameters(decode_path),
         vocab_size=int(config.get("vocab_size") or vocab),
         context_length=context,
         device=device,
@@ -303,14 +329,18 @@ class OnnxBackend:
     def _target(self, spec: str) -> str:
         target = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
         if not target:
-            raise UserError(f"model {spec!r}: empty spec; use onnx:/path/to/dir, onnx:FILE.onnx or onnx:ORG/NAME[@REVISION]")
+            raise UserError(
+                f"model {spec!r}: empty spec; use onnx:/path/to/dir, onnx:FILE.onnx or onnx:ORG/NAME[@REVISION]"
+            )
         return target
 
     def check_options(self, spec: str, options: LoadOptions) -> None:
         """Spec syntax and options, before the run directory exists (needs neither onnxruntime nor the network)."""
         target = self._target(spec)
         if options.dtype not in ("float32", "auto"):
-            raise UserError(f"model {spec}: --dtype {options.dtype}: an ONNX graph runs in the dtype it was exported in; drop --dtype")
+            raise UserError(
+                f"model {spec}: --dtype {options.dtype}: an ONNX graph runs in the dtype it was exported in; drop --dtype"
+            )
         if options.batch_size > 1:
             raise UserError(f"model {spec}: the onnx backend decodes at batch size 1; drop --batch-size")
         if options.compile:
@@ -359,4 +389,3 @@ BACKEND = OnnxBackend()
 @hookimpl
 def register_backends(register: Callable[[Any], None]) -> None:
     register(BACKEND)
-

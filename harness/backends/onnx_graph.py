@@ -94,7 +94,9 @@ def read_signature(session: Any, path: Path, needs_past: bool) -> Signature:
         first = inputs["past_key_values.0.key"]
         shape = list(first.shape)
         if len(shape) != 4:
-            raise UserError(f"{path}: past_key_values.0.key has {len(shape)} dimensions; expected (batch, heads, past, head_dim)")
+            raise UserError(
+                f"{path}: past_key_values.0.key has {len(shape)} dimensions; expected (batch, heads, past, head_dim)"
+            )
         heads, head_dim = _dim(shape[1]), _dim(shape[3])
         if first.type not in _ONNX_TYPES:
             raise UserError(f"{path}: past_key_values.0.key is {first.type}; expected a float tensor")
