@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from harness.backends.gguf_llama import import_llama, last_log_error, open_llama, run_tokens
 from harness.backends.hf_hub import download_snapshot, file_sha256, is_local_target
 from harness.errors import UserError
 from harness.hookspecs import hookimpl
@@ -38,80 +38,10 @@ from harness.validation import parse_int
 from tinylm_ref.sampling import sample_loop
 
 PREFIX = "gguf:"
-EXTRA = "pip install 'tinylm-harness[gguf]'"
 KV_TYPES = {"f32": 0, "f16": 1}  # GGML_TYPE_F32, GGML_TYPE_F16
 DEFAULT_MAX_CONTEXT = 4096  # a GGUF's trained context can be 128k; its f32 KV cache would not fit in memory
 PREFILL_BATCH = 512
 PROBE_TOKENS = 64
-
-
-_LOG: list[str] = []  # llama.cpp's recent log lines, for error messages; never printed
-_LOG_CALLBACK: Any = None  # the ctypes callback must outlive every llama.cpp call
-
-
-def _import_llama() -> Any:
-    """llama_cpp, with llama.cpp's own logging routed into ``_LOG`` (its warnings are not the user's concern;
-    its last error line goes into the one-line error when a file fails to load)."""
-    global _LOG_CALLBACK
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise UserError(f"the gguf backend needs llama-cpp-python ({exc}); {EXTRA}") from None
-    if _LOG_CALLBACK is None:
-
-        def keep(level: int, text: bytes, user_data: Any) -> None:
-            line = text.decode("utf-8", errors="replace").strip()
-            if line:
-                _LOG.append(line)
-                del _LOG[:-20]
-
-        _LOG_CALLBACK = llama_cpp.llama_log_callback(keep)
-        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-    return llama_cpp
-
-
-def last_log_error() -> str:
-    """The last line llama.cpp logged that reads like an error, or ''."""
-    for line in reversed(_LOG):
-        if any(word in line.lower() for word in ("error", "failed", "invalid", "unknown", "cannot")):
-            return line[:240]
-    return ""
-
-
-def open_llama(path: str, n_ctx: int, n_batch: int, threads: int | None, kv_type: int) -> Any:
-    """A ``llama_cpp.Llama`` with the settings the harness needs (quiet, no mmap surprises, fixed KV type)."""
-    llama_cpp = _import_llama()
-    return llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=n_ctx,
-        n_batch=n_batch,
-        n_ubatch=n_batch,
-        n_threads=threads,
-        n_threads_batch=threads,
-        type_k=kv_type,
-        type_v=kv_type,
-        n_gpu_layers=0,
-        logits_all=False,
-        verbose=False,
-    )
-
-
-def run_tokens(llm: Any, ids: list[int], start: int, n_batch: int, all_logits: bool) -> np.ndarray:
-    """Feed ``ids`` at positions ``start..`` (dropping any cache past ``start``); logits of every position
-    (``all_logits``) or of the last one, as a float32 array (rows, vocab) owned by the caller.
-
-    Uses llama-cpp-python's context and batch objects directly, as its own ``Llama.eval`` does, because
-    ``eval`` keeps no logits unless the whole context's score matrix (n_ctx × vocab floats) is allocated."""
-    ctx, batch, vocab = llm._ctx, llm._batch, llm.n_vocab()
-    ctx.kv_cache_seq_rm(-1, start, -1)
-    rows: list[np.ndarray] = []
-    for i in range(0, len(ids), n_batch):
-        chunk = ids[i : i + n_batch]
-        batch.set_batch(batch=chunk, n_past=start + i, logits_all=all_logits)
-        ctx.decode(batch)
-        n_out = len(chunk) if all_logits else 1
-        rows.append(np.ctypeslib.as_array(ctx.get_logits(), shape=(n_out * vocab,)).reshape(n_out, vocab).copy())
-    return np.concatenate(rows) if all_logits else rows[-1]
 
 
 class GGUFModel:
@@ -271,7 +201,7 @@ class GGUFBackend:
         from harness.backends.gguf_file import inspect_gguf, label, probe
 
         opts = self.check_options(spec, options)
-        llama_cpp = _import_llama()
+        llama_cpp = import_llama()
         path, repo_id, revision = self._resolve(spec, options)
         summary = inspect_gguf(path, spec)
         trained = (

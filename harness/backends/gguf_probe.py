@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash here is expected: no core file in the user's cwd
     path, n_ctx, n_batch, threads, kv_type, tokens = argv[0], *map(int, argv[1:6])
-    from harness.backends.gguf import last_log_error, open_llama, run_tokens
+    from harness.backends.gguf_llama import last_log_error, open_llama, run_tokens
 
     try:
         llm = open_llama(path, n_ctx, n_batch, threads or None, kv_type)
