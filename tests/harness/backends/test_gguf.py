@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sys
 
 import pytest
 import torch
@@ -172,9 +171,3 @@ def test_spec_syntax_and_missing_hub_file(llama, offline):
         load(f"gguf:{ORG}/tiny-llama-gguf/other.gguf")
     with pytest.raises(UserError, match="kv_cache"):
         load(f"gguf:{llama['F32']}", kv_cache="q4")
-
-
-def test_without_llama_cpp_the_error_names_the_extra(llama, monkeypatch):
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    with pytest.raises(UserError, match=r"pip install 'tinylm-harness\[gguf\]'"):
-        load(f"gguf:{llama['F32']}")

@@ -148,12 +148,6 @@ def test_a_directory_without_a_graph_and_a_missing_path(tmp_path):
         load(f"onnx:{tmp_path / 'nope'}")
 
 
-def test_without_onnxruntime_the_error_names_the_extra(exports, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without the extra sees
-    with pytest.raises(UserError, match=r"pip install 'tinylm-harness\[onnx\]'"):
-        load(f"onnx:{exports / 'merged'}")
-
-
 def test_export_refuses_a_non_empty_output_directory(exports):
     result = tinylm_cli("export", "onnx", "2.5m", "-o", exports / "merged")
     assert result.returncode == 2 and "not an empty directory" in result.stderr
