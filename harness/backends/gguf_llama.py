@@ -42,7 +42,11 @@ def import_llama() -> Any:
 
 
 def last_log_error() -> str:
-    """The last line llama.cpp logged that reads like an error, or ''."""
+    """llama.cpp's reason for the last failure: its "error loading model: ..." line when it logged one (it names
+    the missing tensor or key), else the last line that reads like an error, else ''."""
+    for line in reversed(_LOG):
+        if "error loading model" in line:
+            return line.split("error loading model:", 1)[-1].strip()[:240] or line[:240]
     for line in reversed(_LOG):
         if any(word in line.lower() for word in ("error", "failed", "invalid", "unknown", "cannot")):
             return line[:240]

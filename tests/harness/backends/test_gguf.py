@@ -171,3 +171,21 @@ def test_spec_syntax_and_missing_hub_file(llama, offline):
         load(f"gguf:{ORG}/tiny-llama-gguf/other.gguf")
     with pytest.raises(UserError, match="kv_cache"):
         load(f"gguf:{llama['F32']}", kv_cache="q4")
+
+
+def test_a_file_llama_cpp_cannot_load_is_one_line_with_its_reason(tmp_path):
+    """A known architecture whose tensors are missing: the probe child fails, its reason comes back."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "hollow.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("w", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UserError, match=r"cannot run .*hollow\.gguf: ") as info:
+        load(f"gguf:{path}")
+    assert "\n" not in str(info.value)
