@@ -285,7 +285,7 @@ def load_onnx_dir(snapshot: Snapshot, spec: str, options: LoadOptions, graph: Pa
             "kv_heads": heads,
             "head_dim": head_dim,
             "uses_position_ids": sig.uses_positions,
-            "intra_op_threads": options.threads,
+            "intra_op_threads": options.threads or "onnxruntime default (one per physical core)",
             "eos_ids": stop,
             "model_type": config.get("model_type"),
             "sampler": "harness (tinylm_ref.sampling.pick_token on ORT logits)",
@@ -318,7 +318,7 @@ class OnnxBackend:
         path = Path(spec).expanduser()
         if path.is_file():
             return path.suffix == ".onnx"
-        if not path.is_dir() or any(path.glob("*.safetensors")):
+        if not path.is_dir() or any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")):
             return False
         try:
             find_graphs(path)
