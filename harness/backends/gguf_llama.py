@@ -29,6 +29,7 @@ def import_llama() -> Any:
     except ImportError as exc:
         raise UserError(f"the gguf backend needs llama-cpp-python ({exc}); {EXTRA}") from None
     if _LOG_CALLBACK is None:
+        _close_devnull_at_exit()
 
         def keep(level: int, text: bytes, user_data: Any) -> None:
             line = text.decode("utf-8", errors="replace").strip()
@@ -39,6 +40,19 @@ def import_llama() -> Any:
         _LOG_CALLBACK = llama_cpp.llama_log_callback(keep)
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
     return llama_cpp
+
+
+def _close_devnull_at_exit() -> None:
+    """llama-cpp-python opens two /dev/null files at import and never closes them, which prints a
+    ResourceWarning at every harness exit; close them when the interpreter leaves."""
+    import atexit
+
+    try:
+        from llama_cpp import _utils
+    except ImportError:
+        return
+    files = [getattr(_utils, name, None) for name in ("outnull_file", "errnull_file")]
+    atexit.register(lambda: [f.close() for f in files if f is not None and hasattr(f, "close")])
 
 
 def last_log_error() -> str:

@@ -21,6 +21,15 @@ from typing import Any
 import numpy as np
 
 QUANT_BLOCK = 32  # Q8_0 block width: a row must be a whole number of blocks
+#: The test Llama's shape: two layers with grouped-query attention (the key permutation uses the KV head count).
+TINY_LLAMA_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -164,3 +173,43 @@ def write_llama_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return {"path": str(out), "qtype": qtype, "tensor_types": dict(written), "tied": tied}
+
+
+def write_random_llama(
+    tokenizer: Any, root: str | Path, seed: int = 0, qtypes: tuple[str, ...] = ("F32",), shape: dict | None = None
+) -> dict[str, Path]:
+    """A Llama with random weights and ``tokenizer`` (a ``tokenizers.Tokenizer`` with ``<bos>``/``<eos>``/``<pad>``),
+    saved as ``root/hf`` (save_pretrained) and ``root/model-<qtype>.gguf``: the same weights for ``hf:`` and
+    ``gguf:``. The weights are drawn wider than transformers' init (std 0.15, norms around 1): with std 0.02
+    every next-token distribution is nearly uniform and greedy decoding is decided by rounding noise."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = Path(root)
+    config = LlamaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        **(shape or TINY_LLAMA_SHAPE),
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.token_to_id("<bos>"),
+        eos_token_id=tokenizer.token_to_id("<eos>"),
+        pad_token_id=tokenizer.token_to_id("<pad>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.normal_(1.0, 0.1)
+                else:
+                    param.normal_(0.0, 0.15)
+    hf_dir = root / "hf"
+    model.save_pretrained(hf_dir)
+    special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special).save_pretrained(hf_dir)
+    paths = {"hf": hf_dir}
+    for qtype in qtypes:
+        paths[qtype] = root / f"model-{qtype.lower()}.gguf"
+        write_llama_gguf(model, hf_dir / "tokenizer.json", paths[qtype], qtype=qtype)
+    return paths
