@@ -21,6 +21,9 @@ For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 
                  own per-matrix choice (sized); the fastest is the floor. It has no attention, norms,
                  activations or sampling, so a decoder of this shape cannot beat it in eager PyTorch.
   (4b) floor     the same with bf16 weights and inputs: the bound for (1b).
+  (5), (6), (6b) ONNX Runtime (the exported tinylm model) and llama.cpp (the (3) model in GGUF F32 and Q8_0),
+                 through the harness's ``onnx`` and ``gguf`` backends, in the same rounds: see ``_native.py``
+                 (skipped when the ``[onnx]`` / ``[gguf]`` extras are not installed; ``--no-native`` skips them).
 
 TTFT (ms) = first token on the host - start of prefill; decode tok/s = (n - 1) / (t_last - t_first); both
 the median over --reps repetitions after one warm-up each. Repetitions are interleaved across the paths
@@ -58,6 +61,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _native  # noqa: E402
 import _speed  # noqa: E402
 
 from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
@@ -84,7 +88,9 @@ def _floor(weights, prompt_len: int, tokens: int, variant: str, dtype: torch.dty
     return _speed.run_floor(weights, prompt_len, tokens, variant, dtype)
 
 
-def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
+def bench_preset(
+    preset: str, tokens: int, reps: int, warmup: int, native: bool = True, threads: int | None = None
+) -> dict:
     model = load_random(preset, f"tinylm:random/{preset}", torch.device("cpu"))
     model.eos_id = None  # 128 tokens, EOS ignored
     llm, config = model.model, model.model.config
@@ -105,6 +111,9 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         "hf": lambda seed: _speed.run_hf(hf_model, prompt_ids, tokens, seed),
         "hf_bf16": lambda seed: _speed.run_hf(hf_model_bf16, prompt_ids, tokens, seed),
     }
+    native_runs, native_notes = _native.native_runs(preset, model, hf_model, threads) if native else ({}, {})
+    for name, run in native_runs.items():
+        runs[name] = functools.partial(run, prompt_ids, tokens)
     for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
         for variant in _speed.floor_variants(dtype):
             runs[f"floor{suffix}_{variant}"] = functools.partial(
@@ -137,6 +146,8 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         "ref_bf16_over_floor_bf16": ref_bf16 / results["floor_bf16"]["decode_tps"],
         "ref_over_naive": ref / results["naive"]["decode_tps"],
         "floor_over_hf": results["floor"]["decode_tps"] / hf,
+        **{f"{name}_over_ref": paired(name, "reference") for name in native_runs},
+        **{f"{name}_over_hf": paired(name, "hf") for name in native_runs},
     }
     targets = {
         "ref >= 3x hf": ratios["ref_over_hf"] >= HF_RATIO_TARGET,
@@ -153,6 +164,7 @@ def bench_preset(preset: str, tokens: int, reps: int, warmup: int) -> dict:
         "prompt_tokens": len(prompt_ids),
         "new_tokens": tokens,
         "results": results,
+        "native_files": native_notes,
         "ratios": ratios,
         "targets": targets,
     }
@@ -166,9 +178,9 @@ def print_preset(r: dict, reps: int) -> None:
         f"{r['new_tokens']} new, median of {reps}"
     )
     print(f"  {'method':<32}{'TTFT ms':>9}{'decode tok/s':>14}{'(min-max)':>17}{'e2e tok/s':>11}")
-    for m in METHODS:
+    for m in (*METHODS, *(m for m in _native.METHODS if m in r["results"])):
         x = r["results"][m]
-        label = LABELS[m] + (f" [{x['variant']}]" if m == "floor" else "")
+        label = {**LABELS, **_native.LABELS}[m] + (f" [{x['variant']}]" if m == "floor" else "")
         spread = f"{x['decode_tps_min']:.0f}-{x['decode_tps_max']:.0f}"
         print(f"  {label:<32}{x['ttft_ms']:>9.2f}{x['decode_tps']:>14.0f}{spread:>17}{x['e2e_tps']:>11.0f}")
     q = r["ratios"]
@@ -193,6 +205,11 @@ def print_preset(r: dict, reps: int) -> None:
     print(f"  (1)/(4) decode {100 * q['ref_over_floor']:6.1f}%   target >= {100 * FLOOR_SHARE_TARGET:.0f}%   {verdict}")
     print(f"  (4)/(3) decode {q['floor_over_hf']:6.2f}x   (ceiling for (1)/(3): the floor's own lead over HF)")
     print(f"  (1)/(2) decode {q['ref_over_naive']:6.2f}x   (KV cache vs none, for reference)")
+    for m in (m for m in _native.METHODS if m in r["results"]):
+        print(
+            f"  {_native.LABELS[m].split(')')[0]})/(1) {q[f'{m}_over_ref']:6.3f}x   /(3) {q[f'{m}_over_hf']:6.3f}x   "
+            f"(median of per-round ratios; {r['native_files'][m]})"
+        )
 
 
 def print_overhead(rows: list[dict], n_prompts: int, tokens: int) -> None:
@@ -232,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "its disk's fsync latency is part of the overhead",
     )
     parser.add_argument("--no-overhead", action="store_true", help="skip the harness-overhead suite run")
+    parser.add_argument("--no-native", action="store_true", help="skip the ONNX Runtime and llama.cpp rows")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also save all results as JSON")
     args = parser.parse_args(argv)
     presets = [p.strip().lower() for p in args.presets.split(",") if p.strip()]
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for preset in presets:
-        r = bench_preset(preset, args.tokens, args.reps, args.warmup)
+        r = bench_preset(preset, args.tokens, args.reps, args.warmup, not args.no_native, args.threads)
         print_preset(r, args.reps)
         results.append(r)
         sys.stdout.flush()

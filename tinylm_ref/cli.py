@@ -326,6 +326,40 @@ def sample(
         console.print(Text.assemble((prompt, "bold"), decode(ckpt.tokenizer, gen.tokens)))
 
 
+export_app = typer.Typer(help="Export a checkpoint for other runtimes.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    checkpoint: Annotated[
+        str, typer.Argument(help="A preset (10m, 7m, 5m, 2.5m: the bundled checkpoint) or a checkpoint directory.")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (created; must be empty if it exists).")],
+    split: Annotated[bool, typer.Option(help="Write a prefill and a decode graph instead of one graph.")] = False,
+) -> None:
+    """Write CHECKPOINT as an ONNX decoder with its KV cache (optimum's causal-LM layout) + tokenizer.json."""
+    from tinylm_ref.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+
+        from tinylm_ref.onnx_export import export_onnx
+    except ImportError as exc:
+        _fail(f"exporting to ONNX needs the onnx package ({exc}); pip install 'tinylm-harness[onnx]'")
+    source = Path(__file__).resolve().parent / "checkpoints" / checkpoint.lower()
+    if checkpoint.lower() not in PRESETS or not source.is_dir():
+        source = Path(checkpoint).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        _fail(f"--out {out}: exists and is not an empty directory; choose a new directory")
+    try:
+        ckpt = load_checkpoint(source, device=torch.device("cpu"))
+    except (CheckpointError, ValueError, OSError) as exc:
+        _fail(f"{checkpoint}: {exc}")
+    export_onnx(ckpt.model, ckpt.tokenizer, out, split=split)
+    console.print(Text(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})"))
+
+
 def main() -> None:
     """Entry point: usage errors and user mistakes are one line on stderr and exit code 2."""
     try:

@@ -1,5 +1,6 @@
 """The benchmark scripts the docs quote still run and report every path (tiny settings, no timing asserts)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,6 +33,11 @@ def test_decode_speed_reports_every_path_and_ratio(tmp_path):
     for method in ("reference", "reference_bf16", "naive", "hf", "hf_bf16", "floor", "floor_bf16"):
         entry = preset["results"][method]
         assert entry["decode_tps"] > 0 and entry["tokens"] == [6, 6], method
+    native = {"onnx": "onnxruntime", "llamacpp_f32": "llama_cpp", "llamacpp_q8_0": "llama_cpp"}
+    for method, module in native.items():  # the runtime rows, wherever their extra is installed
+        if importlib.util.find_spec(module) is not None:
+            assert preset["results"][method]["tokens"] == [6, 6] and preset["ratios"][f"{method}_over_hf"] > 0
+            assert preset["native_files"][method]
     assert preset["results"]["floor"]["variant"] in ("linear", "mv", "mmT", "onednn", "sized")
     assert set(preset["ratios"]) >= {"ref_over_hf", "ref_bf16_over_hf", "ref_bf16_over_hf_bf16", "ref_over_floor"}
     (overhead,) = data["overhead"]
