@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from harness.backends.gguf_llama import import_llama, last_log_error, open_llama, run_tokens
-from harness.backends.hf_hub import download_snapshot, file_sha256, is_local_target
+from harness.backends.hf_hub import check_cached_when_offline, download_snapshot, file_sha256, is_local_target
 from harness.errors import UserError
 from harness.hookspecs import hookimpl
 from harness.types import Generation, LoadOptions, ModelInfo, SamplingParams
@@ -158,9 +158,11 @@ class GGUFBackend:
 
     def check_options(self, spec: str, options: LoadOptions) -> dict[str, Any]:
         """Spec syntax and options before the run directory exists; returns the parsed options."""
-        path, *_ = self._parse(spec)
+        path, repo_id, _, revision = self._parse(spec)
         if path is not None and not path.is_file():
             raise UserError(f"model {spec}: {path} does not exist or is not a file; give a .gguf file")
+        if path is None and repo_id is not None:
+            check_cached_when_offline(spec, repo_id, revision)  # offline: one line before any run directory
         if options.dtype not in ("float32", "auto"):
             raise UserError(f"model {spec}: --dtype {options.dtype}: a GGUF file fixes its weight types; drop --dtype")
         if options.batch_size > 1:

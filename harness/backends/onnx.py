@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.backends.hf_hub import Snapshot, download_snapshot, files_sha256, is_local_target, split_repo_spec
+from harness.backends.hf_hub import (
+    Snapshot,
+    check_cached_when_offline,
+    download_snapshot,
+    files_sha256,
+    is_local_target,
+    split_repo_spec,
+)
 from harness.backends.onnx_graph import MERGED_FILES, SPLIT_FILES, Signature, find_graphs, read_signature
 from harness.errors import UserError
 from harness.hookspecs import hookimpl
@@ -353,6 +360,7 @@ class OnnxBackend:
         repo_id, revision = split_repo_spec(target)
         if repo_id.count("/") != 1 or not revision.strip():
             raise UserError(f"model {spec}: use onnx:ORG/NAME[@REVISION] for a Hub repository or a local path")
+        check_cached_when_offline(spec, repo_id, revision)  # offline: one line before any run directory
 
     def load(self, spec: str, options: LoadOptions) -> OnnxModel:
         self.check_options(spec, options)
