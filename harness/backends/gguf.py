@@ -161,8 +161,6 @@ class GGUFBackend:
         path, repo_id, _, revision = self._parse(spec)
         if path is not None and not path.is_file():
             raise UserError(f"model {spec}: {path} does not exist or is not a file; give a .gguf file")
-        if path is None and repo_id is not None:
-            check_cached_when_offline(spec, repo_id, revision)  # offline: one line before any run directory
         if options.dtype not in ("float32", "auto"):
             raise UserError(f"model {spec}: --dtype {options.dtype}: a GGUF file fixes its weight types; drop --dtype")
         if options.batch_size > 1:
@@ -182,6 +180,8 @@ class GGUFBackend:
             "n_ctx": None if n_ctx is None else parse_int(f"model {spec}: --model-option n_ctx", n_ctx, 2, 1 << 20),
             "probe": _option_bool(options.extra.get("probe", True), f"model {spec}: --model-option probe"),
         }
+        if path is None and repo_id is not None:  # last: option mistakes are named first
+            check_cached_when_offline(spec, repo_id, revision)  # offline: one line before any run directory
         return parsed
 
     def _resolve(self, spec: str, options: LoadOptions) -> tuple[Path, str | None, str | None]:
