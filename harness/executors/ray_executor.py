@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 UNITS_PER_SLOT = 2  # a few units per slot: a slow node or a retried unit does not leave the rest idle
 MAX_RETRIES = 3  # Ray re-runs a unit whose worker process or node died this many times
+WAIT_S = 1.0
 RAY_EXTRA = "pip install 'tinylm-harness[ray]'"
 
 
@@ -75,6 +77,8 @@ class RayExecutor:
         """Join the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) or start a local
         Ray; before the run directory exists, so a wrong address leaves nothing behind."""
         ray = import_ray()
+        if self.address not in (None, "auto"):
+            _check_reachable(self.address)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "warning"}
         if self.address is None:
@@ -154,7 +158,8 @@ class RayExecutor:
                 if state.units == 0:  # every sample on disk already: only the scoring is left
                     scores[score_task.remote(job, spec, state.records)] = spec
             while streams or scores:
-                ready, _ = ray.wait([*streams, *scores], num_returns=1)
+                # a bounded wait, so that SIGTERM / Ctrl-C are handled between waits, not after the next sample
+                ready, _ = ray.wait([*streams, *scores], num_returns=1, timeout=WAIT_S)
                 for waitable in ready:
                     if waitable in scores:
                         self._scored(suite_run, states[scores.pop(waitable)], waitable, sink, model_out)
@@ -259,6 +264,20 @@ class RayExecutor:
         entry.status, entry.error, entry.wall_s = outcome.status, outcome.error, round(outcome.wall_s, 3)
         suite_run.outcomes.append(outcome)
         suite_run._checkpoint(*appenders) if appenders else suite_run._save_manifest()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse an address nothing listens on at once: Ray itself retries a dead GCS for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(
+            f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the cluster "
+            "('ray start --head') or check the address ('ray status' on the head node)"
+        ) from None
 
 
 def _blocks(items: list[Any], batch_size: int, target: int) -> list[list[Any]]:

@@ -26,6 +26,7 @@ from harness.records import load_run
 from tests.ceilings import HANG_S
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
@@ -264,12 +265,14 @@ def test_unreachable_address_is_one_line_and_leaves_no_directory(suite, tmp_path
     out = tmp_path / "never"
     result = subprocess.run(
         harness_cmd(suite, "--models", "2.5m", "--out", out, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"),
-        env={**ENV, "RAY_gcs_rpc_server_connect_timeout_s": "2"},
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=HANG_S,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(f"error: --ray-address 127.0.0.1:{port}: cannot start or join Ray")
+    assert lines == [
+        f"error: --ray-address 127.0.0.1:{port}: nothing answers there (Connection refused); start the cluster ('ray start --head') or check the address ('ray status' on the head node)"
+    ]
     assert not out.exists()
