@@ -2,7 +2,8 @@
 
 The cluster is a head node and a second worker node, each started with ``ray start`` and one CPU, so a
 suite's units really spread over two raylets; the fixture stops both (``ray stop --force``, then any
-process of its own temp dir still alive) even when a test fails.
+process of its own temp dir still alive) even when a test fails. The test that kills the worker node
+comes last: the module's other tests need both nodes.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,110 +21,29 @@ import pytest
 
 from harness.records import load_run
 from tests.ceilings import HANG_S
+from tests.harness.ray_cluster import ENV, POLL_S, POLLS, free_ports, ray_cluster_on_loopback
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-RAY = Path(sys.executable).parent / "ray"
 MODELS = "2.5m,5m"
 N_PROMPTS, SAMPLES = 8, 3
 TOTAL = 2 * N_PROMPTS * SAMPLES
-ENV = {
-    **os.environ,
-    "HF_HUB_OFFLINE": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-    # A cluster of its own token: no other Ray on this machine can join it, and its nodes and driver agree.
-    "RAY_AUTH_MODE": "token",
-    "RAY_AUTH_TOKEN": secrets.token_hex(32),
-}
 #: Fields that say when and where a sample was made, not what it is.
 WHEN_WHERE = {"token_times_ms", "end_ms", "node"}
-POLL_S = 0.05
-POLLS = int(HANG_S / POLL_S)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def node_ports(ports: list[int]) -> list[str]:
-    names = (
-        "--node-manager-port",
-        "--object-manager-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-        "--metrics-export-port",
-    )
-    return [arg for name, port in zip(names, ports, strict=True) for arg in (name, str(port))]
-
-
-def _processes_under(temp: Path) -> list[int]:
-    """Pids of processes whose command line names the cluster's temp dir (its raylets, workers, GCS)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if str(temp).encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
-
-
-def _wait_for_nodes(address: str, count: int) -> None:
-    script = (
-        "import ray, time, sys\n"
-        f"ray.init(address={address!r}, log_to_driver=False, logging_level='error')\n"
-        f"for _ in range({POLLS}):\n"
-        f"    if sum(n['Alive'] for n in ray.nodes()) >= {count}: sys.exit(0)\n"
-        f"    time.sleep({POLL_S})\n"
-        "sys.exit(1)\n"
-    )
-    subprocess.run([sys.executable, "-c", script], env=ENV, check=True, timeout=HANG_S, capture_output=True)
+#: GCS health checks every 0.5 s, a node declared dead after 3 missed: a killed node's units move soon.
+FAST_HEALTH_CHECKS = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A head and a worker node on 127.0.0.1 (one CPU each); yields the GCS address."""
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    gcs, *ports = free_ports(13)
-    common = [
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        "1",
-        "--num-gpus",
-        "0",
-        "--object-store-memory",
-        str(100 * 2**20),
-        "--disable-usage-stats",
-    ]
-    address = f"127.0.0.1:{gcs}"
-    try:
-        head = [str(RAY), "start", "--head", "--port", str(gcs)]
-        head += ["--include-dashboard=false", "--temp-dir", str(temp), *common, *node_ports(ports[:6])]
-        worker = [str(RAY), "start", "--address", address, *common, *node_ports(ports[6:12])]
-        for command in (head, worker):
-            started = subprocess.run(command, env=ENV, timeout=HANG_S, capture_output=True, text=True)
-            assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-        _wait_for_nodes(address, 2)
-        yield address
-    finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=ENV, timeout=HANG_S, capture_output=True)
-        for pid in _processes_under(temp):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+    """One cluster for the module: (GCS address, the worker node's node-manager port)."""
+    with ray_cluster_on_loopback(FAST_HEALTH_CHECKS) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +122,7 @@ def _when_mid_run(samples: Path, act) -> int:
 def test_ray_run_on_two_nodes_with_a_worker_killed_equals_local(ray_cluster, suite, local_run, tmp_path):
     out = tmp_path / "ray"
     driver = subprocess.Popen(
-        harness_cmd(suite, "--models", MODELS, "--out", out, "--executor", "ray", "--ray-address", ray_cluster),
+        harness_cmd(suite, "--models", MODELS, "--out", out, "--executor", "ray", "--ray-address", ray_cluster[0]),
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -237,22 +153,34 @@ def test_ray_run_on_two_nodes_with_a_worker_killed_equals_local(ray_cluster, sui
     assert manifest["executor"]["kind"] == "ray" and manifest["executor"]["nodes"] == 2
 
 
-@pytest.mark.parametrize("resume_with", ["local", "ray"])
-def test_driver_killed_mid_run_resumes_to_the_local_run(ray_cluster, suite, local_run, tmp_path, resume_with):
+@pytest.mark.parametrize(
+    ("stop", "status", "resume_with"),
+    [(signal.SIGKILL, "running", "local"), (signal.SIGTERM, "interrupted", "ray")],
+    ids=["kill-9-then-local-resume", "sigterm-then-ray-resume"],
+)
+def test_driver_stopped_mid_run_resumes_to_the_local_run(
+    ray_cluster, suite, local_run, tmp_path, stop, status, resume_with
+):
+    """kill -9 leaves "running" (no chance to say more), SIGTERM "interrupted"; either resumes to the local run."""
     out = tmp_path / "ray"
     driver = subprocess.Popen(
-        harness_cmd(suite, "--models", MODELS, "--out", out, "--executor", "ray", "--ray-address", ray_cluster),
+        harness_cmd(suite, "--models", MODELS, "--out", out, "--executor", "ray", "--ray-address", ray_cluster[0]),
         env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        _when_mid_run(out / "samples.jsonl", lambda: driver.send_signal(signal.SIGKILL) or True)
+        _when_mid_run(out / "samples.jsonl", lambda: driver.send_signal(stop) or True)
+        output, _ = driver.communicate(timeout=HANG_S)
     finally:
-        driver.kill()
-        driver.wait()
-    assert json.loads((out / "manifest.json").read_text())["status"] == "running"  # killed: no chance to say more
-    extra = ["--executor", "ray", "--ray-address", ray_cluster] if resume_with == "ray" else []
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 130), output
+    kept = load_run(out, check_complete=False)
+    assert kept.manifest.status == status and 0 < len(kept.samples) < TOTAL
+    extra = ["--executor", "ray", "--ray-address", ray_cluster[0]] if resume_with == "ray" else []
     result = subprocess.run(
         harness_cmd(suite, "--resume", out, *extra), env=ENV, capture_output=True, text=True, timeout=HANG_S
     )
@@ -276,3 +204,38 @@ def test_unreachable_address_is_one_line_and_leaves_no_directory(suite, tmp_path
         f"error: --ray-address 127.0.0.1:{port}: nothing answers there (Connection refused); start the cluster ('ray start --head') or check the address ('ray status' on the head node)"
     ]
     assert not out.exists()
+
+
+def _raylet_pid(node_manager_port: int) -> int | None:
+    flag = f"--node_manager_port={node_manager_port}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"raylet" in cmdline.split(b"\0")[0] and flag in cmdline:
+                    return int(entry.name)
+    return None
+
+
+def test_worker_node_lost_mid_run_still_equals_local(ray_cluster, suite, local_run, tmp_path):
+    """The worker node's raylet killed mid-run (its workers die with it): Ray moves its units to the head."""
+    address, worker_port = ray_cluster
+    raylet = _raylet_pid(worker_port)
+    assert raylet is not None
+    out = tmp_path / "ray"
+    driver = subprocess.Popen(
+        harness_cmd(suite, "--models", MODELS, "--out", out, "--executor", "ray", "--ray-address", address),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _when_mid_run(out / "samples.jsonl", lambda: os.kill(raylet, signal.SIGKILL) or True)
+        output, _ = driver.communicate(timeout=HANG_S)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 0, output
+    assert_same_samples(out, local_run)
