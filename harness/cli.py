@@ -134,7 +134,7 @@ def run(
     if executor == "ray":  # joined before the directory exists: a wrong address leaves nothing behind
         from harness.executors.ray_executor import RayExecutor
 
-        options.executor = RayExecutor(ray_address, plugins_dir)
+        options.executor = RayExecutor(ray_address, plugins_dir, device or loaded.suite.device)
         options.executor.connect()
     if resume is not None:
         run_dir = resume

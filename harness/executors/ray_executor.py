@@ -60,15 +60,17 @@ class _ModelState:
     generation_ns: int = 0
     timings: list[dict[str, Any]] = field(default_factory=list)
     failed: bool = False
+    finished: bool = False  # its outcome is recorded (ok or failed)
     task: Any = None
 
 
 class RayExecutor:
     """Connects to (or starts) Ray, then runs the pending models of a :class:`SuiteRun` on it."""
 
-    def __init__(self, address: str | None = None, plugins_dir: Path | None = None) -> None:
+    def __init__(self, address: str | None = None, plugins_dir: Path | None = None, device: str = "auto") -> None:
         self.address = address
         self.plugins_dir = plugins_dir
+        self.device = device
         self.ray: Any = None
         self.stats: dict[str, int] = {"units": 0, "duplicates_dropped": 0}
 
@@ -76,6 +78,10 @@ class RayExecutor:
     def connect(self) -> None:
         """Join the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) or start a local
         Ray; before the run directory exists, so a wrong address leaves nothing behind."""
+        if self.device.startswith("cuda:"):
+            raise UserError(
+                f"--device {self.device}: with --executor ray use --device cuda (Ray gives each unit its own GPU)"
+            )
         ray = import_ray()
         if self.address not in (None, "auto"):
             _check_reachable(self.address)
@@ -173,9 +179,8 @@ class RayExecutor:
         except BaseException:  # interrupted, disk full: stop the cluster's work, record who was cut short
             self._cancel([*streams, *scores], {})
             for state in states.values():
-                entry = suite_run.manifest.model(state.spec)
-                if entry.status == "pending":
-                    entry.status = "interrupted"
+                if not state.finished:
+                    suite_run.manifest.model(state.spec).status = "interrupted"
             raise
         finally:
             self.stats["duplicates_dropped"] = sink.duplicates
@@ -262,6 +267,7 @@ class RayExecutor:
         if state.timings:  # one busy unit flags the model's timing, as one busy shard does in a merge
             entry.timing = busy[0] if busy else state.timings[0]
         entry.status, entry.error, entry.wall_s = outcome.status, outcome.error, round(outcome.wall_s, 3)
+        state.finished = True
         suite_run.outcomes.append(outcome)
         suite_run._checkpoint(*appenders) if appenders else suite_run._save_manifest()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 MODELS = "2.5m,5m"
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "tinylm_ref" / "checkpoints"
 N_PROMPTS, SAMPLES = 8, 3
 TOTAL = 2 * N_PROMPTS * SAMPLES
 #: Fields that say when and where a sample was made, not what it is.
@@ -204,6 +206,37 @@ def test_unreachable_address_is_one_line_and_leaves_no_directory(suite, tmp_path
         f"error: --ray-address 127.0.0.1:{port}: nothing answers there (Connection refused); start the cluster ('ray start --head') or check the address ('ray status' on the head node)"
     ]
     assert not out.exists()
+
+
+def test_a_unit_that_raises_fails_its_model_and_the_other_runs(ray_cluster, suite, local_run, tmp_path):
+    """A checkpoint whose weights are cut short fails to load inside a worker: that model is failed with the
+    loader's one-line error (exit 2, as locally), its other units are cancelled, and 2.5m still completes."""
+    broken = tmp_path / "broken_ckpt"
+    shutil.copytree(CHECKPOINTS / "2.5m", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "ray"
+    result = subprocess.run(
+        harness_cmd(
+            suite, "--models", f"2.5m,{broken}", "--out", out, "--executor", "ray", "--ray-address", ray_cluster[0]
+        ),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "cannot read weights" in result.stderr
+    run = load_run(out)
+    assert {m.name: m.status for m in run.manifest.models} == {"2.5m": "ok", str(broken): "failed"}
+    assert "cannot read weights" in run.manifest.model(str(broken)).error
+    ours = {(r["prompt_id"], r["sample_index"]): r["output_ids"] for r in run.samples}
+    theirs = {
+        (r["prompt_id"], r["sample_index"]): r["output_ids"]
+        for r in load_run(local_run).samples
+        if r["model"] == "2.5m"
+    }
+    assert ours == theirs
 
 
 def _raylet_pid(node_manager_port: int) -> int | None:
