@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from harness.user_text import plain
 
@@ -82,5 +83,5 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         which = ", ".join(f"{model} ({flag['reason']})" for model, flag in mixed.items())
         captions.append(f"† timing samples from different kinds of hardware: {which}")
     if captions:
-        table.caption = plain("\n".join(captions))
+        table.caption = Text("\n").join(plain(caption) for caption in captions)  # one_line per caption
     return table
