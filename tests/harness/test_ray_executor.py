@@ -239,6 +239,31 @@ def test_a_unit_that_raises_fails_its_model_and_the_other_runs(ray_cluster, suit
     assert ours == theirs
 
 
+def test_a_ray_shard_and_a_local_shard_merge_into_the_local_run(ray_cluster, suite, local_run, tmp_path):
+    """--shard works under Ray too: shard 1/2 on the cluster, 2/2 here, merged, is the local run."""
+    cluster = ["--executor", "ray", "--ray-address", ray_cluster[0]]
+    for shard, extra in (("1/2", cluster), ("2/2", [])):
+        out = tmp_path / f"shard{shard[0]}"
+        result = subprocess.run(
+            harness_cmd(suite, "--models", MODELS, "--shard", shard, "--out", out, *extra),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=HANG_S,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    merged = subprocess.run(
+        [sys.executable, "-m", "harness", "merge", tmp_path / "shard1", tmp_path / "shard2", "-o", tmp_path / "merged"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert 0 < len(load_run(tmp_path / "shard1").samples) < TOTAL
+    assert_same_samples(tmp_path / "merged", local_run)
+
+
 def _raylet_pid(node_manager_port: int) -> int | None:
     flag = f"--node_manager_port={node_manager_port}".encode()
     for entry in Path("/proc").iterdir():
