@@ -161,8 +161,13 @@ class SuiteRun:
             dtype=settings.dtype,
             compile=settings.compile,
             shard=settings.shard,
-            environment=describe_environment(str(resolve_device(self.device))),
+            environment=describe_environment(self._driver_device()),
         )
+
+    def _driver_device(self) -> str:
+        """The device the manifest's environment names: resolved here, or as asked when an executor's
+        workers resolve it on their own machines (a CPU-only driver of a GPU cluster)."""
+        return self.device if self.options.executor is not None else str(resolve_device(self.device))
 
     @staticmethod
     def _new_entry(spec: str) -> ModelEntry:
