@@ -67,7 +67,12 @@ def run(
         Optional[str],
         typer.Argument(help="Suite: a YAML file or a bundled name (harness suites list); optional with --resume."),
     ] = None,
-    models: Annotated[Optional[str], typer.Option(help="Comma-separated model specs, e.g. 10m,7m,hf:org/name.")] = None,
+    models: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Model specs, comma-separated (10m,7m,hf:org/name), @FILE (one per line) or a glob ('ckpts/*')."
+        ),
+    ] = None,
     out: Annotated[
         Optional[Path], typer.Option(help="Run directory to create (default: ./runs/<suite>-<time>-<id>).")
     ] = None,
@@ -100,6 +105,11 @@ def run(
         Optional[list[str]], typer.Option("--track", help="Log the finished run to this tracker, e.g. mlflow.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars (on stderr).")] = True,
+    executor: Annotated[str, typer.Option(help="Where samples are made: local (this process) or ray.")] = "local",
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(help="Ray cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: a local Ray."),
+    ] = None,
     plugins_dir: PluginsDir = None,
 ) -> None:
     """Run SUITE on every model and write a run directory (and an HTML report)."""
@@ -118,11 +128,15 @@ def run(
         check_run_files(resume)
     chosen = suite_for_run(suite, SuiteOverrides(limit, seed, samples_per_prompt), resume)
     loaded = chosen.loaded
-    specs = [s.strip() for s in (models or "").split(",") if s.strip()]
+    from harness.model_list import expand_model_specs
+
+    specs = expand_model_specs(models)  # commas, @FILE, globs; a model listed twice is refused
     if not specs and resume is None:
         raise UserError("--models is required, e.g. --models 10m,7m,5m,2.5m ('harness models' lists specs)")
-    if len(set(specs)) != len(specs):
-        raise UserError(f"--models {models}: a model is listed twice")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor {executor!r}: use local or ray")
+    if ray_address is not None and executor != "ray":
+        raise UserError("--ray-address: only with --executor ray")
     from harness.devices import resolve_device
     from harness.models import check_specs
     from harness.types import MAX_BATCH_SIZE, MAX_THREADS
@@ -140,7 +154,8 @@ def run(
     # a device this machine does not have (spec syntax and option values: check_model_options below)
     _check_suite(loaded, registry)  # the same checks as 'suites validate': what it accepts, run runs
     check_specs(specs, registry, model_options, loaded.suite.judge)
-    resolve_device(device or loaded.suite.device)
+    if executor == "local":  # a Ray cluster's workers check the device on their own machines
+        resolve_device(device or loaded.suite.device)
     options = RunOptions(
         device=device,
         threads=threads,
@@ -158,6 +173,11 @@ def run(
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
     if resume is None:
         suite_run.check_model_options()  # so do options a backend cannot honour (--dtype, --batch-size...)
+    if executor == "ray":  # joined before the directory exists: a wrong address leaves nothing behind
+        from harness.executors.ray_executor import RayExecutor
+
+        options.executor = RayExecutor(ray_address, plugins_dir, device or loaded.suite.device)
+        options.executor.connect()
     if resume is not None:
         run_dir = resume
     elif out is not None:
@@ -166,7 +186,11 @@ def run(
         run_dir = new_run_dir(Path("runs"), loaded.suite.name)
     suite_run.dir, suite_run.created = run_dir, resume is None
     console.print(plain(f"run directory: {run_dir}"), soft_wrap=True)
-    code = suite_run.execute()
+    try:
+        code = suite_run.execute()
+    finally:
+        if options.executor is not None:
+            options.executor.close()
     summary = suite_run.summary
     console.print(summary_table(summary))
     for outcome in suite_run.outcomes:

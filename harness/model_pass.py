@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from harness.errors import UserError
 from harness.metric_evaluation import model_metrics, sample_metrics
 from harness.records import JsonlAppender
 from harness.suite import LoadedSuite, Prompt
@@ -84,6 +85,47 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def generate_stream(
+    model: Model,
+    suite: LoadedSuite,
+    items: list[tuple[Prompt, int]],
+    encoded: dict[str, list[int]],
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    batch_size: int,
+    result: PassResult,
+    warmup: bool = True,
+    node: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Warm up, then yield the sample record of each of ``items`` as it finishes.
+
+    A generator, so that the local runner appends each record where it runs and a Ray worker streams it
+    to the driver: both executors make their samples with this one loop. ``result`` gets the counts and
+    the contention probe's verdict over the generation window when the stream ends. Every record says
+    which ``node`` made it (this machine unless the caller knows better).
+    """
+    from harness.contention import ContentionProbe
+    from harness.node import node_identity
+    from harness.threads import ThreadGovernor, policy_name
+
+    if not items:
+        return
+    node = node if node is not None else node_identity(model.info.device)
+    if warmup:
+        warm_up(model, suite.suite.sampling.params(), suite.suite.warmup)
+    governor = ThreadGovernor(max_threads=torch.get_num_threads(), policy=policy_name())
+    probe = ContentionProbe.start()
+    try:
+        batches = _generate_batches(model, suite, items, encoded, metrics, resources, batch_size, governor, result)
+        for record in batches:
+            record["node"] = node
+            yield record
+    finally:
+        governor.restore()
+    measured = probe.stop()
+    result.timing = {**measured, "threads": governor.summary()}
+
+
 def generate_pass(
     model: Model,
     suite: LoadedSuite,
@@ -92,26 +134,18 @@ def generate_pass(
     metrics: dict[str, tuple[Metric, dict[str, Any]]],
     resources: dict[str, Any],
     batch_size: int,
-    out: JsonlAppender,
+    out: Any,
     advance: Callable[[], None],
 ) -> PassResult:
-    """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes."""
-    from harness.contention import ContentionProbe
-    from harness.threads import ThreadGovernor, policy_name
+    """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes.
 
-    sampling = suite.suite.sampling.params()
+    ``out`` has ``append(record)``: the run's :class:`harness.sample_sink.SampleSink` (or a JSONL appender).
+    """
     result = PassResult()
-    if not items:
-        return result
-    warm_up(model, sampling, suite.suite.warmup)
-    governor = ThreadGovernor(max_threads=torch.get_num_threads(), policy=policy_name())
-    probe = ContentionProbe.start()
-    try:
-        _generate_batches(model, suite, items, encoded, metrics, resources, batch_size, out, advance, governor, result)
-    finally:
-        governor.restore()
-    measured = probe.stop()
-    result.timing = {**measured, "threads": governor.summary()}
+    for record in generate_stream(model, suite, items, encoded, metrics, resources, batch_size, result):
+        out.append(record)
+        result.records.append(record)
+        advance()
     return result
 
 
@@ -123,11 +157,9 @@ def _generate_batches(
     metrics: dict[str, tuple[Metric, dict[str, Any]]],
     resources: dict[str, Any],
     batch_size: int,
-    out: JsonlAppender,
-    advance: Callable[[], None],
     governor: Any,
     result: PassResult,
-) -> None:
+) -> Iterator[dict[str, Any]]:
     sampling = suite.suite.sampling.params()
     for batch in chunks(items, batch_size):
         governor.check(len(batch))
@@ -145,11 +177,20 @@ def _generate_batches(
             record = sample_record(
                 suite, model, prompt, sample_index, seed, ids, generation, batch_size > 1, values, errors
             )
-            out.append(record)
-            result.records.append(record)
             result.tokens += len(generation.tokens)
             result.samples += 1
-            advance()
+            yield record
+
+
+def encode_checked(model: Model, prompt: Prompt, suite_path: Any, spec: str) -> list[int]:
+    """The prompt's token ids; a prompt that leaves no room in the model's context is the user's error."""
+    ids = model.encode(prompt.text)
+    if len(ids) >= model.info.context_length:
+        raise UserError(
+            f"{suite_path}: prompt {prompt.id!r} has {len(ids)} tokens for model {spec}, "
+            f"whose context is {model.info.context_length}; shorten the prompt"
+        )
+    return ids
 
 
 def score_model(
@@ -158,7 +199,7 @@ def score_model(
     records: list[dict[str, Any]],
     resources: dict[str, Any],
     peak_mem_mb: float | None,
-    out: JsonlAppender,
+    out: JsonlAppender | list[dict[str, Any]],
 ) -> None:
     """Model-level metrics (held-out bpb, peak memory) over every sample the model has, old and new."""
     values, errors = model_metrics(metrics, model, records, {**resources, "peak_mem_mb": peak_mem_mb})

@@ -29,13 +29,14 @@ from harness.devices import resolve_device
 from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
 from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, UserError
 from harness.metric_evaluation import select_metrics
-from harness.model_pass import elapsed_s, generate_pass, score_model
+from harness.model_pass import elapsed_s, encode_checked, generate_pass, score_model
 from harness.models import load_model
 from harness.plugins import Registry
 from harness.records import Manifest, ModelEntry, RunSettings, ShardSpec, SuiteRecord, Throughput
 from harness.records.files import dump_json, is_disk_full
 from harness.records.samples import SuiteMembership
 from harness.references import load_reference_texts
+from harness.sample_sink import SampleSink
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import write_summaries
 from harness.types import LoadOptions, Model
@@ -56,6 +57,7 @@ class RunOptions:
     dtype: str | None = None  # None: float32 for a new run, the recorded dtype when resuming
     model_options: dict[str, str] = field(default_factory=dict)
     progress: bool = True
+    executor: Any = None  # None: this process; else an object with run() (harness.executors.ray_executor)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     suite_overrides: dict[str, int] = field(default_factory=dict)  # recorded as suite.overrides
     partial: bool = False  # --limit dropped prompts
@@ -164,8 +166,13 @@ class SuiteRun:
             dtype=settings.dtype,
             compile=settings.compile,
             shard=settings.shard,
-            environment=describe_environment(str(resolve_device(self.device))),
+            environment=describe_environment(self._driver_device()),
         )
+
+    def _driver_device(self) -> str:
+        """The device the manifest's environment names: resolved here, or as asked when an executor's
+        workers resolve it on their own machines (a CPU-only driver of a GPU cluster)."""
+        return self.device if self.options.executor is not None else str(resolve_device(self.device))
 
     @staticmethod
     def _new_entry(spec: str) -> ModelEntry:
@@ -222,12 +229,16 @@ class SuiteRun:
             if shard is None or shard.owns(model, prompt.id, index)
         ]
 
+    def pending_items(self, model: str, done: set[tuple[str, str, int]]) -> list[tuple[Prompt, int]]:
+        """The samples of ``model`` this session still has to make, in suite order (every executor asks here)."""
+        return [(p, i) for p, i in self.work_items(model) if (model, p.id, i) not in done]
+
     def _run_model(
         self,
         spec: str,
         done: set[tuple[str, str, int]],
         earlier: list[dict[str, Any]],
-        out: records.JsonlAppender,
+        out: SampleSink,
         model_out: records.JsonlAppender,
         resources: dict[str, Any],
         progress: Progress,
@@ -245,8 +256,8 @@ class SuiteRun:
             model = load_model(spec, self.registry, self._load_options(), name=spec)
             entry.info = model.info.to_dict()
             entry.load_s = elapsed_s(t0)
-            items = [(p, i) for p, i in self.work_items(spec) if (spec, p.id, i) not in done]
-            encoded = {p.id: self._encode_checked(model, p, spec) for p, _ in items}  # every prompt, up front
+            items = self.pending_items(spec, done)
+            encoded = {p.id: encode_checked(model, p, self.loaded.path, spec) for p, _ in items}  # all, up front
             task = progress.add_task(spec, total=len(items))
             result = generate_pass(
                 model,
@@ -292,7 +303,7 @@ class SuiteRun:
                 raise DiskFull(str(exc)) from exc
         return outcome
 
-    def _checkpoint(self, *appenders: records.JsonlAppender) -> None:
+    def _checkpoint(self, *appenders: records.JsonlAppender | SampleSink) -> None:
         """Make the samples durable, then the manifest that may now say "ok" about them."""
         for appender in appenders:
             appender.sync()
@@ -303,15 +314,6 @@ class SuiteRun:
         with contextlib.suppress(UserError):  # the error line itself still reaches the manifest and terminal
             records.write_text_atomic(self.dir / f"error-{name}.txt", traceback.format_exc())
         return f"model {spec} crashed: {exc.__class__.__name__}: {exc} (traceback in the run directory)"
-
-    def _encode_checked(self, model: Model, prompt: Prompt, spec: str) -> list[int]:
-        ids = model.encode(prompt.text)
-        if len(ids) >= model.info.context_length:
-            raise UserError(
-                f"{self.loaded.path}: prompt {prompt.id!r} has {len(ids)} tokens for model {spec}, "
-                f"whose context is {model.info.context_length}; shorten the prompt"
-            )
-        return ids
 
     @staticmethod
     def _peak_mem_mb(model: Model) -> float | None:
@@ -464,14 +466,17 @@ class SuiteRun:
         try:
             with (
                 progress,
-                records.JsonlAppender(self.dir / records.SAMPLES) as out,
+                records.JsonlAppender(self.dir / records.SAMPLES) as samples_out,
                 records.JsonlAppender(self.dir / records.MODEL_METRICS) as model_out,
             ):
-                for spec in self.model_specs:
-                    if spec in models_done:
-                        continue
-                    mine = [r for r in earlier if r["model"] == spec]
-                    self.outcomes.append(self._run_model(spec, done, mine, out, model_out, resources, progress))
+                out = SampleSink(samples_out, done)
+                pending = [spec for spec in self.model_specs if spec not in models_done]
+                if self.options.executor is not None:  # e.g. Ray: same sink and pending items, other machines
+                    self.options.executor.run(self, pending, earlier, out, model_out, progress)  # fills outcomes
+                else:
+                    for spec in pending:
+                        mine = [r for r in earlier if r["model"] == spec]
+                        self.outcomes.append(self._run_model(spec, done, mine, out, model_out, resources, progress))
         except (KeyboardInterrupt, Interrupted):
             status = "interrupted"
         except (DiskFull, OSError, UserError) as exc:

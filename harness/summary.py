@@ -108,6 +108,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "models": run.models,
         "metrics": per_metric,
         "timing_flags": run.timing_flags(),
+        "hardware_flags": run.hardware_flags(),
     }
 
 

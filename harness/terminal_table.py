@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from harness.user_text import plain
 
@@ -57,6 +58,7 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         table.add_column(plain(model), justify="right")
     missing: dict[str, int] = {}
     busy = summary.get("timing_flags") or {}
+    mixed = summary.get("hardware_flags") or {}
     for index, name in enumerate(ordered_metrics(list(summary["metrics"])), 1):
         entry = summary["metrics"][name]
         unit = entry["unit"]
@@ -64,7 +66,8 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
         cells = []
         for model in models:
             stats = entry["models"].get(model)
-            mark = " *" if entry.get("kind") == "timing" and model in busy and stats else ""
+            timing = entry.get("kind") == "timing" and stats
+            mark = (" *" if timing and model in busy else "") + (" †" if timing and model in mixed else "")
             cells.append((format_value(stats["mean"], unit) if stats else "—") + mark)
             if stats and stats.get("missing"):
                 missing[model] = max(missing.get(model, 0), stats["missing"])
@@ -76,6 +79,9 @@ def summary_table(summary: dict[str, Any], title: str | None = None) -> Table:
     if busy:
         which = ", ".join(f"{model} ({flag['flag']})" for model, flag in busy.items())
         captions.append(f"* timing taken while other processes used the CPU: {which}")
+    if mixed:
+        which = ", ".join(f"{model} ({flag['reason']})" for model, flag in mixed.items())
+        captions.append(f"† timing samples from different kinds of hardware: {which}")
     if captions:
-        table.caption = plain("\n".join(captions))
+        table.caption = Text("\n").join(plain(caption) for caption in captions)  # one_line per caption
     return table

@@ -56,6 +56,11 @@ def baseline_dict(side: Side, models: list[str] | None = None, metrics: list[str
                 "environment": rnd.environment,
                 "batch_size": rnd.batch_size,
                 **({"timing_flags": {m: f for m, f in rnd.busy.items() if m in model_names}} if rnd.busy else {}),
+                **(
+                    {"hardware_flags": {m: f for m, f in rnd.mixed_hardware.items() if m in model_names}}
+                    if rnd.mixed_hardware
+                    else {}
+                ),
                 "models": per_model,
             }
         )
@@ -89,6 +94,7 @@ def side_from_baseline(data: BaselineFile, path: Path) -> Side:
             environment=dict(entry.environment),
             batch_size=entry.batch_size,
             busy=dict(entry.timing_flags),
+            mixed_hardware=dict(entry.hardware_flags),
         )
         for model, block in entry.models.items():
             names = block.columns[2:]

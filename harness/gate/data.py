@@ -58,6 +58,7 @@ class Round:
     model_values: dict[str, dict[str, float | None]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
     busy: dict[str, str] = field(default_factory=dict)  # model -> flag, when its timing window was contended
+    mixed_hardware: dict[str, str] = field(default_factory=dict)  # model -> reason, timing from several machine kinds
 
 
 @dataclass
@@ -101,6 +102,7 @@ def round_from_run(run: Run) -> Round:
         batch_size=manifest.batch_size,
         statuses={m.name: m.status for m in manifest.models},
         busy={model: flag["flag"] for model, flag in run.timing_flags().items()},
+        mixed_hardware={model: flag["reason"] for model, flag in run.hardware_flags().items()},
     )
     seen: dict[str, list[Key]] = {}  # load_run guarantees each (model, prompt, index) once
     for record in run.samples:

@@ -286,6 +286,7 @@ def run_gate(
     for comp in comparisons:
         _settle(comp)
     notes.extend(_flag_busy_timing(comparisons, baseline, candidate))
+    notes.extend(_flag_mixed_hardware(comparisons, baseline, candidate))
     single_round_timing = [c for c in comparisons if c.unit_of_replication == "round" and c.verdict == INCONCLUSIVE]
     if single_round_timing and min(len(baseline.rounds), len(candidate.rounds)) < 2:
         notes.append(
@@ -332,6 +333,29 @@ def _flag_busy_timing(comparisons: list[Comparison], baseline: Side, candidate: 
                     f"{name} timing of {model} was taken while other processes used the CPU "
                     f"({', '.join(flags)} in {len(flags)} of {len(side.rounds)} round(s)): its timing verdicts may "
                     "reflect that load; re-run on a quiet machine to confirm"
+                )
+    return notes
+
+
+def _flag_mixed_hardware(comparisons: list[Comparison], baseline: Side, candidate: Side) -> list[str]:
+    """Timing comparisons of a model whose timing samples came from several kinds of hardware say so.
+
+    Like a busy CPU, a flag and not a verdict: the mean mixes machines (``--executor ray``, harness.node).
+    """
+    notes = []
+    for side, name in ((baseline, "baseline"), (candidate, "candidate")):
+        mixed: dict[str, str] = {}
+        for rnd in side.rounds:
+            for model, reason in rnd.mixed_hardware.items():
+                mixed.setdefault(model, reason)
+        for model, reason in mixed.items():
+            timing = [c for c in comparisons if c.model == model and c.meta.kind == "timing"]
+            for comp in timing:
+                comp.reason = f"{comp.reason}; {name} timing from different kinds of hardware"
+            if timing:
+                notes.append(
+                    f"{name} timing of {model} mixes different kinds of hardware ({reason}): its timing verdicts "
+                    "compare a blend of machines; pin the model to one kind of node to confirm"
                 )
     return notes
 

@@ -91,6 +91,7 @@ class BaselineRound(_Strict):
     environment: dict[str, Any] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, ge=1)
     timing_flags: dict[str, str] = Field(default_factory=dict)  # model -> "busy 48%": timing taken on a busy CPU
+    hardware_flags: dict[str, str] = Field(default_factory=dict)  # model -> why: timing from several hardware kinds
     models: dict[str, BaselineModelBlock]
 
 

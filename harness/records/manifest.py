@@ -152,6 +152,7 @@ class Manifest(Record):
     environment: dict[str, Any] = Field(default_factory=dict)
     resumed_at: list[str] | None = None
     merged_from: list[dict[str, Any]] | None = None
+    executor: dict[str, Any] | None = None  # where the samples were made, when not here (--executor ray)
 
     @property
     def settings(self) -> RunSettings:

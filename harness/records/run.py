@@ -84,6 +84,16 @@ class Run:
             if entry.timing and entry.timing.get("contended")
         }
 
+    def hardware_flags(self) -> dict[str, dict[str, str]]:
+        """Models whose samples ran on more than one kind of hardware: {model: {"flag", "reason"}}.
+
+        Shown beside the busy-CPU flags (terminal table, report, gate output): a timing mean over two
+        kinds of machine describes neither (``--executor ray`` on a mixed cluster, a resume elsewhere).
+        """
+        from harness.node import hardware_flags
+
+        return hardware_flags(self.samples)
+
     def sample_frame(self) -> pd.DataFrame:
         """One row per sample: identifiers plus one column per sample-level metric (NaN = missing)."""
         import pandas as pd  # only the readers of a run need it, not every command that imports records

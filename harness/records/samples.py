@@ -48,6 +48,7 @@ class SampleRecord(_Strict):
     logprobs: list[float | None] | None = None
     batched: bool | None = None
     flags: list[str] | None = None
+    node: dict[str, str | None] | None = None  # the machine that made it (harness.node): host, cpu, gpu
     metrics: MetricValues
     metric_errors: dict[str, str] = Field(default_factory=dict)
 

@@ -80,6 +80,7 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
         return '<p class="note">No metric values in this run.</p>'
     info = {m.name: m.info or {} for m in series.run.manifest.models}
     busy = series.run.timing_flags()
+    mixed = series.run.hardware_flags()
     heads = "".join(
         f'<th data-model="{esc(m)}">{esc(m)}<span class="sub">{esc(fmt_params(info.get(m, {}).get("parameters")))}'
         "</span></th>"
@@ -92,7 +93,11 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
         best = best_models(stats[metric], meta.get("higher_is_better"), lambda v, meta=meta: fmt_metric(v, meta))
         cells = "".join(
             _busy_mark(
-                _cell(stats[metric].get(m), meta, m in best, m), busy.get(m) if meta.get("kind") == "timing" else None
+                _busy_mark(
+                    _cell(stats[metric].get(m), meta, m in best, m),
+                    busy.get(m) if meta.get("kind") == "timing" else None,
+                ),
+                mixed.get(m) if meta.get("kind") == "timing" else None,
             )
             for m in series.models
         )
@@ -109,6 +114,9 @@ def summary_table(ctx: ReportContext, series: Series) -> str:
     if busy:
         which = ", ".join(f"{esc(m)} ({esc(flag['flag'])})" for m, flag in busy.items())
         caption += f" ⚠ Timing taken while other processes used the CPU: {which}."
+    if mixed:
+        which = ", ".join(f"{esc(m)} ({esc(flag['reason'])})" for m, flag in mixed.items())
+        caption += f" ⚠ Timing samples from different kinds of hardware: {which}."
     if series.label:
         caption = f"{esc(series.label)}. {caption}"
     batched = ' data-batched="true"' if series.batched else ' data-batched="false"'
