@@ -63,6 +63,10 @@ def run(
         Optional[list[str]],
         typer.Option("--model-option", help="Backend option KEY=VALUE (repeatable), e.g. add_bos=false."),
     ] = None,
+    concurrency: Annotated[
+        Optional[str],
+        typer.Option(help="Load mode for served models: requests kept in flight, one row per level, e.g. 1,4,16."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     plugins_dir: PluginsDir = None,
 ) -> None:
@@ -92,6 +96,15 @@ def run(
     from harness.validation import check_int, parse_model_options
 
     check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    levels = None
+    if concurrency is not None:
+        from harness.load import parse_levels
+
+        if resume is not None:
+            raise UserError("--concurrency and --resume: a resumed run keeps its load levels; drop --concurrency")
+        if batch_size > 1:
+            raise UserError("--concurrency and --batch-size: give one (--concurrency is for served models)")
+        levels = parse_levels(concurrency)
     if threads is not None:
         check_int("--threads", threads, 1, MAX_THREADS)
     model_options = parse_model_options(model_option or [])
@@ -111,6 +124,7 @@ def run(
         dtype=dtype,
         compile=compile,
         model_options=model_options,
+        concurrency=levels,
     )
     suite_run = SuiteRun(loaded, specs, Path("."), registry, options, console, resume=resume is not None)
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
@@ -236,8 +250,9 @@ def _add_commands() -> None:
     from harness import merge
     from harness.gate import commands as gate_commands
     from harness.report import commands as report_commands
+    from harness.serve import commands as serve_commands
 
-    for module in (report_commands, gate_commands, merge):
+    for module in (report_commands, gate_commands, merge, serve_commands):
         module.add_commands(app)
 
 

@@ -18,10 +18,13 @@ import torch
 from harness.metric_evaluation import model_metrics, sample_metrics
 from harness.records import JsonlAppender
 from harness.suite import LoadedSuite, Prompt
-from harness.types import Generation, Metric, Model, SamplingParams
+from harness.types import Generation, Metric, Model, SampleFailed, SamplingParams
 from harness.work import derive_seed
 
 WARMUP_PROMPT = "Once upon a time"
+#: A served model that fails this many samples in a row is down: the model stops (resumable) instead of
+#: spending retries and timeouts on every remaining sample.
+MAX_CONSECUTIVE_FAILURES = 5
 
 
 @dataclass
@@ -33,6 +36,22 @@ class PassResult:
     generation_ns: int = 0
     timing: dict[str, Any] | None = None  # the contention probe over the generation window
     records: list[dict[str, Any]] = field(default_factory=list)
+    failed: int = 0  # samples a backend gave up on (SampleFailed): not recorded, retried by --resume
+    first_error: str | None = None
+    wall_ns: int = 0  # first request to last answer (load levels: the denominator of requests/s)
+
+    def sample_failed(self, exc: SampleFailed) -> None:
+        """Count a lost sample; after MAX_CONSECUTIVE_FAILURES in a row the endpoint is taken to be gone."""
+        self.failed += 1
+        self._consecutive += 1
+        self.first_error = self.first_error or str(exc)
+        if self._consecutive >= MAX_CONSECUTIVE_FAILURES:
+            raise SampleFailed(f"{self._consecutive} samples in a row failed, the last with: {exc}")
+
+    def sample_done(self) -> None:
+        self._consecutive = 0
+
+    _consecutive: int = 0
 
 
 def sample_record(
@@ -93,8 +112,13 @@ def generate_pass(
     batch_size: int,
     out: JsonlAppender,
     advance: Callable[[], None],
+    concurrency: int | None = None,
 ) -> PassResult:
-    """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes."""
+    """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes.
+
+    ``concurrency`` (load mode, served models): keep that many requests in flight from a thread pool;
+    the backend must be safe to call from several threads (the ``openai`` backend is).
+    """
     from harness.contention import ContentionProbe
     from harness.threads import ThreadGovernor, policy_name
 
@@ -105,9 +129,18 @@ def generate_pass(
     warm_up(model, sampling, suite.suite.warmup)
     governor = ThreadGovernor(max_threads=torch.get_num_threads(), policy=policy_name())
     probe = ContentionProbe.start()
+    start = time.perf_counter_ns()
     try:
-        _generate_batches(model, suite, items, encoded, metrics, resources, batch_size, out, advance, governor, result)
+        if concurrency is not None:
+            from harness.load import generate_concurrent
+
+            generate_concurrent(model, suite, items, encoded, metrics, resources, concurrency, out, advance, result)
+        else:
+            _generate_batches(
+                model, suite, items, encoded, metrics, resources, batch_size, out, advance, governor, result
+            )
     finally:
+        result.wall_ns += time.perf_counter_ns() - start
         governor.restore()
     measured = probe.stop()
     result.timing = {**measured, "threads": governor.summary()}
@@ -134,21 +167,62 @@ def _generate_batches(
         seeds = [derive_seed(sampling.seed, prompt.id, index) for prompt, index in batch]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         if len(batch) > 1 and hasattr(model, "generate_batch"):
-            generations = model.generate_batch(prompt_ids, sampling, generators)
+            generations: list[Generation | None] = model.generate_batch(prompt_ids, sampling, generators)
             result.generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
         else:  # batch 1, or a backend without a batched path: one at a time
-            generations = [model.generate(ids, sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)]
-            result.generation_ns += sum(g.end_ns - g.start_ns for g in generations)
+            generations = []
+            for ids, gen in zip(prompt_ids, generators, strict=True):
+                try:
+                    generations.append(model.generate(ids, sampling, gen))
+                except SampleFailed as exc:  # this sample only: the others go on, --resume retries it
+                    generations.append(None)
+                    result.sample_failed(exc)
+                    continue
+                result.generation_ns += generations[-1].end_ns - generations[-1].start_ns
         for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations, strict=True):
-            values, errors = sample_metrics(metrics, generation, ids, model, sampling, resources)
-            record = sample_record(
-                suite, model, prompt, sample_index, seed, ids, generation, batch_size > 1, values, errors
+            if generation is None:
+                advance()
+                continue
+            record_sample(
+                suite,
+                model,
+                prompt,
+                sample_index,
+                seed,
+                ids,
+                generation,
+                batch_size > 1,
+                metrics,
+                resources,
+                out,
+                result,
             )
-            out.append(record)
-            result.records.append(record)
-            result.tokens += len(generation.tokens)
-            result.samples += 1
             advance()
+
+
+def record_sample(
+    suite: LoadedSuite,
+    model: Model,
+    prompt: Prompt,
+    sample_index: int,
+    seed: int,
+    ids: list[int],
+    generation: Generation,
+    batched: bool,
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    out: JsonlAppender,
+    result: PassResult,
+) -> None:
+    """Score one finished generation and append its line (flushed), counting it in ``result``."""
+    sampling = suite.suite.sampling.params()
+    values, errors = sample_metrics(metrics, generation, ids, model, sampling, resources)
+    record = sample_record(suite, model, prompt, sample_index, seed, ids, generation, batched, values, errors)
+    out.append(record)
+    result.records.append(record)
+    result.tokens += len(generation.tokens)
+    result.samples += 1
+    result.sample_done()
 
 
 def score_model(

@@ -25,7 +25,7 @@ from harness.errors import UserError, did_you_mean
 from harness.metrics import BUILTIN_METRIC_MODULES
 from harness.types import Backend, Metric
 
-BUILTIN_BACKEND_MODULES = ("harness.backends.tinylm", "harness.backends.hf")
+BUILTIN_BACKEND_MODULES = ("harness.backends.tinylm", "harness.backends.hf", "harness.backends.openai_api")
 ENTRY_POINT_GROUP = "harness"
 PLUGINS_DIR_ENV = "HARNESS_PLUGINS_DIR"
 

@@ -56,6 +56,9 @@ def sync(device: torch.device) -> None:
 
 
 NextLogits = Callable[[int | None], torch.Tensor]
+#: Called as each token is on the host: ``(token_id, logprob, perf_counter_ns)``; EOS is reported too.
+#: A server streams through it; raising from it stops generation (a client that went away).
+OnToken = Callable[[int, float, int], None]
 
 
 def sample_loop(
@@ -68,6 +71,7 @@ def sample_loop(
     generator: torch.Generator | None,
     stop_ids: Collection[int],
     device: torch.device,
+    on_token: OnToken | None = None,
 ) -> Generation:
     """The per-token loop every backend shares.
 
@@ -96,6 +100,8 @@ def sample_loop(
             break
         if out.first_token_ns is None:
             out.first_token_ns = now
+        if on_token is not None:
+            on_token(token_id, logprob, now)
         if token_id in stop_ids:
             out.eos_hit, out.stop_reason = True, "eos"
             break
@@ -119,6 +125,7 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
     weight_dtype: torch.dtype = torch.float32,
+    on_token: OnToken | None = None,
 ) -> Generation:
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
@@ -149,5 +156,5 @@ def generate(
 
     stop_ids = () if eos_id is None else (eos_id,)
     return sample_loop(
-        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device
+        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device, on_token
     )
