@@ -166,6 +166,14 @@ class OpenAIModel:
     def __init__(self, spec: str, options: LoadOptions) -> None:
         url, wanted = parse_spec(spec)
         self.client = Client(spec, url, client_settings(spec, options))
+        try:
+            self._connect(spec, url, wanted, options)
+        except BaseException:
+            self.client.close()
+            raise
+
+    def _connect(self, spec: str, url: str, wanted: str | None, options: LoadOptions) -> None:
+        """Ask the server what it serves and how it tokenizes; refuse a model it does not serve."""
         models = self.client.get_json("models").get("data") or []
         ids = [m.get("id") for m in models if isinstance(m, dict)]
         if wanted is None and len(ids) != 1:
