@@ -353,7 +353,8 @@ class SuiteRun:
     @staticmethod
     def _peak_mem_mb(model: Model) -> float | None:
         if model.info.device == "remote":  # a served model: this process's memory says nothing about it
-            return None
+            server_peak = getattr(model, "peak_memory_mb", None)
+            return server_peak() if server_peak is not None else None
         if model.info.device.startswith("cuda"):
             return torch.cuda.max_memory_allocated() / 2**20
         return peak_rss_mb()

@@ -290,6 +290,14 @@ class OpenAIModel:
         self.info.extra["logprobs"] = "server" if exact and state.logprobs is not None else "missing"
         return out
 
+    def peak_memory_mb(self) -> float | None:
+        """The server's own peak memory where it reports one (``harness serve``'s ``/health``), else None."""
+        try:
+            value = self.client.get_json(f"{self.tokenizer.root}/health").get("peak_mem_mb")
+        except Exception:  # optional: a server without it leaves the metric missing
+            return None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def score(self, ids: list[int]) -> list[float]:
         raise NotImplementedError("the openai backend cannot score text (held-out metrics need a local backend)")
 

@@ -9,6 +9,7 @@ from harness.report.browser import browser_section
 from harness.report.comparison_view import comparison_section
 from harness.report.context import ReportContext, run_label
 from harness.report.figures import distribution_section, scatter_section
+from harness.report.load_plot import load_section
 from harness.report.markup import esc, fmt_params
 from harness.report.sections import ReportSection
 from harness.report.summary_tables import summary_section
@@ -132,6 +133,7 @@ def builtin_sections() -> list[ReportSection]:
         ReportSection("header", "Runs", header_section, order=0),
         ReportSection("summary", "Summary (Table 2 layout)", summary_section, order=10),
         ReportSection("scatter", "The study's four scatter plots", scatter_section, order=30),
+        ReportSection("load", "Latency vs throughput across load levels", load_section, order=35),
         ReportSection("distributions", "Metric distributions", distribution_section, order=40),
         ReportSection("comparison", "Comparison with the baseline run", comparison_section, order=50),
         ReportSection("samples", "Sample browser", browser_section, order=60),

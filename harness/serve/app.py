@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from harness.metrics.memory import peak_memory_mb
 from harness.serve.protocol import (
     BadRequest,
     CompletionRequest,
@@ -69,7 +70,9 @@ def create_app(model: Model, served_name: str, max_queue: int = 256) -> Starlett
     worker = GenerationWorker(model, max_queue)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "queued": worker.waiting})
+        # the server's peak memory: what the openai backend records as the served model's peak_mem_mb
+        peak = peak_memory_mb(model.info.device)
+        return JSONResponse({"status": "ok", "queued": worker.waiting, "peak_mem_mb": peak})
 
     async def models(request: Request) -> Response:
         entry = {

@@ -89,10 +89,11 @@ def test_load_levels_are_rows_with_load_metrics_and_the_same_tokens(tmp_path, ti
         "1,3",
         "--out",
         out,
-        "--no-report",
         "--no-progress",
         check=0,
     )
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert 'data-load="ttft"' in report and 'data-load="itl"' in report  # latency vs throughput by level
     run = load_run(out)
     rows = [f"{server}@c1", f"{server}@c3"]
     assert run.manifest.model_names == rows
@@ -106,6 +107,12 @@ def test_load_levels_are_rows_with_load_metrics_and_the_same_tokens(tmp_path, ti
         assert values["load_ttft_p50_ms"] <= values["load_ttft_p95_ms"] <= values["load_ttft_p99_ms"]
         assert values["load_itl_p50_ms"] <= values["load_itl_p99_ms"]
         assert values["load_requests_per_s"] > 0 and values["load_output_tokens_per_s"] > 0
+        assert values["peak_mem_mb"] > 0  # the server's peak, from its /health
+    gate = harness(
+        "gate", out, "--baseline", out, "--metric", "load_errors", "--metric", "load_ttft_p95_ms", "--format", "json"
+    )
+    verdicts = {(r["metric"], r["model"]): r["verdict"] for r in json.loads(gate.stdout)["results"]}
+    assert gate.returncode == 0 and set(verdicts) == {(m, r) for m in ("load_errors", "load_ttft_p95_ms") for r in rows}
     direct = harness(
         "run",
         suite(tmp_path, 0.8),
