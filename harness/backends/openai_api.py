@@ -261,6 +261,9 @@ class OpenAIModel:
                 state.add(now, chunk)
         if not done and state.finish_reason is None:
             raise SampleFailed(f"the stream ended after {len(state.times)} tokens without finishing")
+        said = (state.usage or {}).get("completion_tokens")
+        if isinstance(said, int) and said != len(state.times) and state.ids is not None:
+            raise SampleFailed(f"the server's usage says {said} tokens but its stream carried {len(state.times)}")
         return self._generation(state, start, body["seed"])
 
     def _generation(self, state: StreamState, start: int, seed: int) -> Generation:
