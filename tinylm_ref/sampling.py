@@ -56,7 +56,8 @@ def sync(device: torch.device) -> None:
 
 
 NextLogits = Callable[[int | None], torch.Tensor]
-#: Called as each token is on the host: ``(token_id, logprob, perf_counter_ns)``; EOS is reported too.
+#: Called as each generated token is on the host: ``(token_id, logprob, perf_counter_ns)``; never for the
+#: stop token (EOS), which is not part of the output.
 #: A server streams through it; raising from it stops generation (a client that went away).
 OnToken = Callable[[int, float, int], None]
 
@@ -100,14 +101,14 @@ def sample_loop(
             break
         if out.first_token_ns is None:
             out.first_token_ns = now
-        if on_token is not None:
-            on_token(token_id, logprob, now)
         if token_id in stop_ids:
             out.eos_hit, out.stop_reason = True, "eos"
             break
         out.tokens.append(token_id)
         out.logprobs.append(logprob)
         out.token_times_ns.append(now)
+        if on_token is not None:
+            on_token(token_id, logprob, now)
         if step + 1 < budget:
             logits = next_logits(token_id).float()
     if out.end_ns == 0:

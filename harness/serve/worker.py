@@ -66,7 +66,6 @@ class GenerationWorker:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.waiting = 0  # jobs submitted and not finished (event-loop thread only)
         self.streams = "on_token" in inspect.signature(model.generate).parameters
-        self.eos_id = model.eos_id
 
     def submit(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Job:
         if self.waiting >= self.max_queue:
@@ -89,8 +88,7 @@ class GenerationWorker:
         def on_token(token_id: int, logprob: float, now: int) -> None:
             if job.cancelled.is_set():
                 raise Cancelled()
-            if token_id != self.eos_id:
-                job.put(Token(token_id, logprob, now))
+            job.put(Token(token_id, logprob, now))
 
         try:
             if self.streams:
