@@ -126,10 +126,10 @@ class Client:
                         ) from None
                     raise SampleFailed(what) from None
             except httpx.TimeoutException as exc:
-                raise (UserError if during_load else SampleFailed)(
-                    f"model {self.label}: no answer within --model-option read_timeout={self.settings.read_timeout_s}"
-                    f" ({exc.__class__.__name__})"
-                ) from None
+                what = f"no answer within --model-option read_timeout={self.settings.read_timeout_s} ({exc.__class__.__name__})"
+                if during_load:
+                    raise UserError(f"model {self.label}: {what}") from None
+                raise SampleFailed(what) from None
             else:
                 if response.status_code < 300:
                     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated, Optional
 
 import typer
@@ -45,6 +46,7 @@ def serve(
     check_int("--max-queue", max_queue, 1, 1_000_000)
     if threads is not None:
         check_int("--threads", threads, 1, MAX_THREADS)
+    check_bind(host, port)  # before loading the model: a port in use is one line, not a load then a crash
     registry = _registry(None)
     options = LoadOptions(
         device=device,
@@ -62,10 +64,25 @@ def serve(
     server = uvicorn.Server(config)
     try:
         server.run()
+    except SystemExit:  # uvicorn exits when it cannot start (the port was taken meanwhile)
+        server.started = False
     finally:
         model.close()
     if not server.started:
         raise UserError(f"could not serve on {host}:{port} (is the port in use?); choose another with --port")
+
+
+def check_bind(host: str, port: int) -> None:
+    """Refuse an address this machine cannot listen on, as uvicorn would bind it (SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another --port, or a --host of this machine"
+            ) from None
 
 
 def add_commands(app: typer.Typer) -> None:

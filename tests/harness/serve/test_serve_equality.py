@@ -158,3 +158,10 @@ def test_protocol_answers_and_refusals(server):
         if line.startswith("data: {")
     ]
     assert [c["choices"][0]["token_ids"] for c in lines[:-1]] == [[t] for t in choice["token_ids"]]
+
+
+def test_serving_on_a_port_in_use_is_one_line(tiny_checkpoint, server):
+    port = server.split(":")[3].split("/")[0]  # the running server's port
+    result = harness("serve", f"tinylm:{tiny_checkpoint}", "--port", port)
+    assert result.returncode == 2 and result.stderr.strip().startswith(f"error: cannot serve on 127.0.0.1:{port}")
+    assert len(result.stderr.strip().splitlines()) == 1
