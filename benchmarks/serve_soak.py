@@ -142,6 +142,10 @@ def run_level(model: OpenAIModel, prompts: list[list[int]], args, concurrency: i
         **{f"ttft_p{q}_ms": pct(ttfts, q) for q in (50, 95, 99)},
         **{f"itl_p{q}_ms": pct(itls, q) for q in (50, 95, 99)},
         "server_rss_mb": {"start": rss[0], "peak": max(rss), "end": rss[-1]} if rss else None,
+        # the RSS at each tenth of the level: flat after the first requests means nothing accumulates
+        "server_rss_tenths_mb": [round(rss[min(len(rss) - 1, i * len(rss) // 10)], 1) for i in range(1, 11)]
+        if rss
+        else None,
     }
 
 

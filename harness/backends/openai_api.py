@@ -78,6 +78,7 @@ class Tokenizer:
     def __init__(self, client: Client, model: str, path: str | None, root: str) -> None:
         self.client, self.model, self.local, self.kind = client, model, None, None
         self.root = root  # the server's root: vLLM and llama.cpp put their tokenize endpoints beside /v1
+        self.bos: list[int] | None = None
         if path is not None:
             from tokenizers import Tokenizer as HFTokenizer
 
@@ -96,6 +97,13 @@ class Tokenizer:
                 f"model {client.label}: the server has no tokenize endpoint; "
                 "pass the model's tokenizer with --model-option tokenizer=PATH/tokenizer.json"
             )
+
+    def continuation_ids(self, text: str) -> list[int]:
+        """Ids of generated text: ``encode`` without the BOS a tokenizer puts before a prompt."""
+        if self.bos is None:
+            self.bos = self.encode("")  # what the tokenizer adds to any text (BOS), learnt once
+        ids = self.encode(text)
+        return ids[len(self.bos) :] if self.bos and ids[: len(self.bos)] == self.bos else ids
 
     def encode(self, text: str) -> list[int]:
         if self.local is not None:
@@ -144,10 +152,10 @@ class StreamState:
         lp = choice.get("logprobs") or {}
         token_lps = lp.get("token_logprobs") if isinstance(lp, dict) else None
         count = len(ids) if ids is not None else len(token_lps) if token_lps is not None else (1 if text else 0)
+        self.text.append(text)  # text may come without a token (a character held back until complete)
         if count:
             self.first_ns = self.first_ns or now
             self.times += [now] * count
-            self.text.append(text)
             self.ids = None if ids is None or self.ids is None else self.ids + [int(i) for i in ids]
             if token_lps is None or self.logprobs is None or len(token_lps) != count:
                 self.logprobs = None
@@ -187,7 +195,8 @@ class OpenAIModel:
         self.tokenizer = Tokenizer(self.client, self.model_id, options.extra.get("tokenizer"), root)
         self.eos_id = None  # the server stops at its own EOS and never sends it
         self.prompt_texts: dict[tuple[int, ...], str] = {}
-        self.send_text = str(options.extra.get("prompt", "ids")).lower() == "text"
+        prompt = str(options.extra.get("prompt", "auto")).lower()  # llama-cpp-python takes text prompts only
+        self.send_text = prompt == "text" or (prompt == "auto" and self.tokenizer.kind == "server /extras/tokenize")
         self.info = ModelInfo(
             name=spec,
             spec=spec,
@@ -232,6 +241,14 @@ class OpenAIModel:
             "logprobs": 1,
             "stream_options": {"include_usage": True},
             "return_token_ids": True,
+            # the harness samples with temperature and top-k only: switch off what servers add by default
+            # (llama-cpp-python: top_p 0.95, min_p 0.05, repeat_penalty 1.1; vLLM: repetition_penalty)
+            "top_p": 1.0,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "repetition_penalty": 1.0,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
         }
         if sampling.top_k is not None and sampling.temperature > 0:
             body["top_k"] = sampling.top_k
@@ -272,7 +289,7 @@ class OpenAIModel:
         if state.ids is not None:
             out.tokens, source = state.ids, "server token ids"
         else:  # text only: tokenize it again (may split differently from the server's own tokens)
-            out.tokens, source = self.tokenizer.encode("".join(state.text)), "re-tokenized text"
+            out.tokens, source = self.tokenizer.continuation_ids("".join(state.text)), "re-tokenized text"
         exact = len(out.tokens) == len(state.times)
         out.token_times_ns = state.times if exact else _stretch(state.times, len(out.tokens), start)
         if exact and state.logprobs is not None:
@@ -328,9 +345,9 @@ class OpenAIBackend:
         """Spec syntax and option values, before a run directory exists (no request is sent here)."""
         parse_spec(spec)
         client_settings(spec, options)
-        prompt = str(options.extra.get("prompt", "ids")).lower()
-        if prompt not in ("ids", "text"):
-            raise UserError(f"model {spec}: --model-option prompt={prompt!r}: use ids (default) or text")
+        prompt = str(options.extra.get("prompt", "auto")).lower()
+        if prompt not in ("auto", "ids", "text"):
+            raise UserError(f"model {spec}: --model-option prompt={prompt!r}: use auto (default), ids or text")
         if options.batch_size > 1:
             raise UserError(f"model {spec}: --batch-size applies to local backends; use --concurrency for a server")
         import_httpx()

@@ -93,6 +93,11 @@ def parse_completion(body: Any, model_name: str) -> CompletionRequest:
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(body, key, 0.0, -2.0, 2.0) != 0:
             raise BadRequest(f"'{key}' is not supported")
+    for key in ("repeat_penalty", "repetition_penalty"):  # llama.cpp's and vLLM's names; 1 is "off"
+        if _number(body, key, 1.0, 0.0, 100.0) != 1:
+            raise BadRequest(f"'{key}' is not supported (only 1, no penalty)")
+    if _number(body, "min_p", 0.0, 0.0, 1.0) != 0:
+        raise BadRequest("'min_p' is not supported; use top_k")
     top_k = _integer(body, "top_k", None, -1, MAX_TOP_K)
     seed = _integer(body, "seed", None, 0, MAX_SEED)
     options = body.get("stream_options") or {}

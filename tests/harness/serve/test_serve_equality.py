@@ -146,6 +146,8 @@ def test_protocol_answers_and_refusals(server):
         (dict(top_p=0.5), "top_p"),
         (dict(max_tokens=0), "max_tokens"),
         (dict(prompt=[]), "prompt"),
+        (dict(repeat_penalty=1.1), "repeat_penalty"),
+        (dict(min_p=0.05), "min_p"),
         (dict(stop=["."]), "stop"),
     ):
         answer = httpx.post(f"{base}/completions", json={**body, **bad})
