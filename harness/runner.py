@@ -177,7 +177,10 @@ class SuiteRun:
 
     def _new_entry(self, name: str) -> ModelEntry:
         spec, concurrency = self.levels.get(name, (name, None))
-        return ModelEntry(name=name, spec=spec, status="pending", error=None, info=None, concurrency=concurrency)
+        entry = ModelEntry(name=name, spec=spec, status="pending", error=None, info=None)
+        if concurrency is not None:  # set only for load levels: other manifests stay as they were
+            entry.concurrency = concurrency
+        return entry
 
     def _save_manifest(self) -> None:
         records.write_manifest(self.dir, self.manifest)
