@@ -72,7 +72,7 @@ def create_app(model: Model, served_name: str, max_queue: int = 256) -> Starlett
     async def health(request: Request) -> Response:
         # the server's peak memory: what the openai backend records as the served model's peak_mem_mb
         peak = peak_memory_mb(model.info.device)
-        return JSONResponse({"status": "ok", "queued": worker.waiting, "peak_mem_mb": peak})
+        return JSONResponse({"status": "ok", "queued": worker.waiting, "refused": worker.refused, "peak_mem_mb": peak})
 
     async def models(request: Request) -> Response:
         entry = {

@@ -65,10 +65,12 @@ class GenerationWorker:
         self.model, self.max_queue = model, max_queue
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.waiting = 0  # jobs submitted and not finished (event-loop thread only)
+        self.refused = 0  # requests answered 503 because the queue was full
         self.streams = "on_token" in inspect.signature(model.generate).parameters
 
     def submit(self, prompt_ids: list[int], sampling: SamplingParams, seed: int) -> Job:
         if self.waiting >= self.max_queue:
+            self.refused += 1
             raise QueueFull(f"{self.waiting} requests are queued (--max-queue {self.max_queue})")
         job = Job(asyncio.get_running_loop())
         self.waiting += 1

@@ -7,13 +7,13 @@ recorded, the model ends ``failed`` with one line, and ``--resume`` against a he
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from harness.records import load_run
 from tests.harness.serve.servers import fault_server, free_port
 from tests.harness.test_runner import harness
 
+httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 pytest.importorskip("httpx_sse")

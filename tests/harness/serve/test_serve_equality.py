@@ -167,3 +167,48 @@ def test_serving_on_a_port_in_use_is_one_line(tiny_checkpoint, server):
     result = harness("serve", f"tinylm:{tiny_checkpoint}", "--port", port)
     assert result.returncode == 2 and result.stderr.strip().startswith(f"error: cannot serve on 127.0.0.1:{port}")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_full_queue_answers_503_and_the_client_retries(tmp_path, tiny_checkpoint):
+    """--max-queue 1 with 4 streams in flight: the server refuses the extra ones with 503 + Retry-After, the
+    client retries them, and every sample arrives (with the direct backend's tokens)."""
+    import httpx
+
+    port = free_port()
+    spec = f"openai:http://127.0.0.1:{port}/v1#tiny"
+    out = tmp_path / "queue"
+    with harness_serve(tiny_checkpoint, port, "--name", "tiny", "--max-queue", "1"):
+        harness(
+            "run",
+            suite(tmp_path, 0.8),
+            "--models",
+            spec,
+            "--concurrency",
+            "4",
+            "--out",
+            out,
+            "--no-report",
+            "--no-progress",
+            "--model-option",
+            "retries=100",
+            check=0,
+        )
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+    assert health["refused"] > 0 and health["queued"] == 0  # the 503 path really ran
+    run = load_run(out)
+    assert len(run.samples) == 6
+    assert {r["model"]: r["metrics"] for r in run.model_metrics}[f"{spec}@c4"]["load_errors"] == 0
+    direct = tmp_path / "direct"
+    harness(
+        "run",
+        suite(tmp_path, 0.8),
+        "--models",
+        f"tinylm:{tiny_checkpoint}",
+        "--out",
+        direct,
+        "--no-report",
+        "--no-progress",
+        check=0,
+    )
+    served = {(r["prompt_id"], r["sample_index"]): r["output_ids"] for r in run.samples}
+    assert served == {(r["prompt_id"], r["sample_index"]): r["output_ids"] for r in load_run(direct).samples}
