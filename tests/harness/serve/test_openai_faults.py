@@ -31,10 +31,11 @@ def suite(tmp_path):
     return path
 
 
-def run(tmp_path, port, tokenizer, *options, out=None):
+def run(tmp_path, port, tokenizer, *options, out=None, levels=None):
     spec = f"openai:http://127.0.0.1:{port}/v1#fault"
     given = {"tokenizer": str(tokenizer), "retries": "1", **dict(o.split("=", 1) for o in options)}
     opts = [x for key, value in given.items() for x in ("--model-option", f"{key}={value}")]
+    opts += ["--concurrency", levels] if levels else []
     out = out or tmp_path / "run"
     return out, harness("run", suite(tmp_path), "--models", spec, "--out", out, "--no-report", "--no-progress", *opts)
 
@@ -44,10 +45,11 @@ def tokenizer(tiny_checkpoint):
     return tiny_checkpoint / "tokenizer.json"
 
 
-def test_server_killed_mid_stream_fails_samples_and_resume_finishes(tmp_path, tokenizer):
+@pytest.mark.parametrize("levels", [None, "2"], ids=["sequential", "load-level"])
+def test_server_killed_mid_stream_fails_samples_and_resume_finishes(tmp_path, tokenizer, levels):
     port = free_port()
     with fault_server("die", port, tokenizer) as proc:
-        out, result = run(tmp_path, port, tokenizer)
+        out, result = run(tmp_path, port, tokenizer, levels=levels)
         proc.wait()
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -61,6 +63,9 @@ def test_server_killed_mid_stream_fails_samples_and_resume_finishes(tmp_path, to
     final = load_run(out)
     assert len(final.samples) == N_SAMPLES and all(r["output_ids"] == [5, 6, 7] for r in final.samples)
     assert final.manifest.models[0].status == "ok"
+    if levels:  # the resumed level is still a level, with its load metrics
+        assert final.manifest.models[0].concurrency == 2 and final.manifest.models[0].name.endswith("@c2")
+        assert final.model_metrics[-1]["metrics"]["load_errors"] == 0
 
 
 def test_a_stalled_stream_times_out_and_fails_its_samples(tmp_path, tokenizer):
