@@ -104,6 +104,10 @@ def run(
     track: Annotated[
         Optional[list[str]], typer.Option("--track", help="Log the finished run to this tracker, e.g. mlflow.")
     ] = None,
+    concurrency: Annotated[
+        Optional[str],
+        typer.Option(help="Load mode for served models: requests kept in flight, one row per level, e.g. 1,4,16."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars (on stderr).")] = True,
     executor: Annotated[str, typer.Option(help="Where samples are made: local (this process) or ray.")] = "local",
     ray_address: Annotated[
@@ -143,6 +147,17 @@ def run(
     from harness.validation import check_int, parse_model_options
 
     check_int("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    levels = None
+    if concurrency is not None:
+        from harness.load import parse_levels
+
+        if resume is not None:
+            raise UserError("--concurrency and --resume: a resumed run keeps its load levels; drop --concurrency")
+        if batch_size > 1:
+            raise UserError("--concurrency and --batch-size: give one (--concurrency is for served models)")
+        levels = parse_levels(concurrency)
+        if executor != "local":
+            raise UserError("--concurrency and --executor ray: give one (load mode drives a served model from here)")
     if threads is not None:
         check_int("--threads", threads, 1, MAX_THREADS)
     model_options = parse_model_options(model_option or [])
@@ -168,6 +183,7 @@ def run(
         model_options=model_options,
         suite_overrides=chosen.overrides.as_record(),
         partial=chosen.partial,
+        concurrency=levels,
     )
     suite_run = SuiteRun(loaded, specs, Path("."), registry, options, err_console, resume=resume is not None)
     suite_run.load_resources()  # a bad reference file or judge fails here, before any directory exists
@@ -285,8 +301,9 @@ def _add_commands() -> None:
     from harness import catalog_commands, merge
     from harness.gate import commands as gate_commands
     from harness.report import commands as report_commands
+    from harness.serve import commands as serve_commands
 
-    for module in (catalog_commands, report_commands, gate_commands, merge):
+    for module in (catalog_commands, report_commands, gate_commands, merge, serve_commands):
         module.add_commands(app)
 
 

@@ -19,10 +19,13 @@ from harness.errors import UserError
 from harness.metric_evaluation import model_metrics, sample_metrics
 from harness.records import JsonlAppender
 from harness.suite import LoadedSuite, Prompt
-from harness.types import Generation, Metric, Model, SamplingParams
+from harness.types import Generation, Metric, Model, SampleFailed, SamplingParams
 from harness.work import derive_seed
 
 WARMUP_PROMPT = "Once upon a time"
+#: A served model that fails this many samples in a row is down: the model stops (resumable) instead of
+#: spending retries and timeouts on every remaining sample.
+MAX_CONSECUTIVE_FAILURES = 5
 
 
 @dataclass
@@ -34,6 +37,21 @@ class PassResult:
     generation_ns: int = 0
     timing: dict[str, Any] | None = None  # the contention probe over the generation window
     records: list[dict[str, Any]] = field(default_factory=list)
+    failed: int = 0  # samples a backend gave up on (SampleFailed): not recorded, retried by --resume
+    first_error: str | None = None
+    wall_ns: int = 0  # first request to last answer (load levels: the denominator of requests/s)
+    _consecutive: int = 0
+
+    def sample_failed(self, exc: SampleFailed) -> None:
+        """Count a lost sample; after MAX_CONSECUTIVE_FAILURES in a row the endpoint is taken to be gone."""
+        self.failed += 1
+        self._consecutive += 1
+        self.first_error = self.first_error or str(exc)
+        if self._consecutive >= MAX_CONSECUTIVE_FAILURES:
+            raise SampleFailed(f"{self._consecutive} samples in a row failed, the last with: {exc}")
+
+    def sample_done(self) -> None:
+        self._consecutive = 0
 
 
 def sample_record(
@@ -136,17 +154,54 @@ def generate_pass(
     batch_size: int,
     out: Any,
     advance: Callable[[], None],
+    concurrency: int | None = None,
 ) -> PassResult:
     """Generate ``items`` (already filtered to the samples not yet done), appending each as it finishes.
 
     ``out`` has ``append(record)``: the run's :class:`harness.sample_sink.SampleSink` (or a JSONL appender).
+    ``concurrency`` (load mode, served models): keep that many requests in flight from a thread pool; the
+    backend must be safe to call from several threads (the ``openai`` backend is).
     """
     result = PassResult()
+    if concurrency is not None:
+        _generate_concurrent(model, suite, items, encoded, metrics, resources, concurrency, out, advance, result)
+        return result
     for record in generate_stream(model, suite, items, encoded, metrics, resources, batch_size, result):
         out.append(record)
         result.records.append(record)
         advance()
     return result
+
+
+def _generate_concurrent(
+    model: Model,
+    suite: LoadedSuite,
+    items: list[tuple[Prompt, int]],
+    encoded: dict[str, list[int]],
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    concurrency: int,
+    out: Any,
+    advance: Callable[[], None],
+    result: PassResult,
+) -> None:
+    """Load mode: warm up, then ``harness.load.generate_concurrent`` under the same probe and thread policy."""
+    from harness.contention import ContentionProbe
+    from harness.load import generate_concurrent
+    from harness.threads import ThreadGovernor, policy_name
+
+    if not items:
+        return
+    warm_up(model, suite.suite.sampling.params(), suite.suite.warmup)
+    governor = ThreadGovernor(max_threads=torch.get_num_threads(), policy=policy_name())
+    probe = ContentionProbe.start()
+    start = time.perf_counter_ns()
+    try:
+        generate_concurrent(model, suite, items, encoded, metrics, resources, concurrency, out, advance, result)
+    finally:
+        result.wall_ns += time.perf_counter_ns() - start
+        governor.restore()
+    result.timing = {**probe.stop(), "threads": governor.summary()}
 
 
 def _generate_batches(
@@ -167,19 +222,72 @@ def _generate_batches(
         seeds = [derive_seed(sampling.seed, prompt.id, index) for prompt, index in batch]
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
         if len(batch) > 1 and hasattr(model, "generate_batch"):
-            generations = model.generate_batch(prompt_ids, sampling, generators)
+            generations: list[Generation | None] = model.generate_batch(prompt_ids, sampling, generators)
             result.generation_ns += max(g.end_ns for g in generations) - generations[0].start_ns
         else:  # batch 1, or a backend without a batched path: one at a time
-            generations = [model.generate(ids, sampling, gen) for ids, gen in zip(prompt_ids, generators, strict=True)]
-            result.generation_ns += sum(g.end_ns - g.start_ns for g in generations)
+            generations = []
+            for ids, gen in zip(prompt_ids, generators, strict=True):
+                try:
+                    generations.append(model.generate(ids, sampling, gen))
+                except SampleFailed as exc:  # this sample only: the others go on, --resume retries it
+                    generations.append(None)
+                    result.sample_failed(exc)
+                    continue
+                result.generation_ns += generations[-1].end_ns - generations[-1].start_ns
         for (prompt, sample_index), seed, ids, generation in zip(batch, seeds, prompt_ids, generations, strict=True):
-            values, errors = sample_metrics(metrics, generation, ids, model, sampling, resources)
-            record = sample_record(
-                suite, model, prompt, sample_index, seed, ids, generation, batch_size > 1, values, errors
+            if generation is None:
+                continue
+            yield score_sample(
+                suite, model, prompt, sample_index, seed, ids, generation, batch_size > 1, metrics, resources, result
             )
-            result.tokens += len(generation.tokens)
-            result.samples += 1
-            yield record
+
+
+def score_sample(
+    suite: LoadedSuite,
+    model: Model,
+    prompt: Prompt,
+    sample_index: int,
+    seed: int,
+    ids: list[int],
+    generation: Generation,
+    batched: bool,
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    result: PassResult,
+) -> dict[str, Any]:
+    """One finished generation's samples.jsonl record, scored by every metric and counted in ``result``."""
+    sampling = suite.suite.sampling.params()
+    values, errors = sample_metrics(metrics, generation, ids, model, sampling, resources)
+    record = sample_record(suite, model, prompt, sample_index, seed, ids, generation, batched, values, errors)
+    result.tokens += len(generation.tokens)
+    result.samples += 1
+    result.sample_done()
+    return record
+
+
+def record_sample(
+    suite: LoadedSuite,
+    model: Model,
+    prompt: Prompt,
+    sample_index: int,
+    seed: int,
+    ids: list[int],
+    generation: Generation,
+    batched: bool,
+    metrics: dict[str, tuple[Metric, dict[str, Any]]],
+    resources: dict[str, Any],
+    out: Any,
+    result: PassResult,
+) -> None:
+    """Score one generation made outside ``generate_stream`` (load mode) and append it, with its node."""
+    from harness.node import node_identity
+
+    record = score_sample(
+        suite, model, prompt, sample_index, seed, ids, generation, batched, metrics, resources, result
+    )
+    record["node"] = node_identity(model.info.device)
+    out.append(record)
+    result.records.append(record)
 
 
 def encode_checked(model: Model, prompt: Prompt, suite_path: Any, spec: str) -> list[int]:

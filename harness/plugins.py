@@ -30,6 +30,7 @@ BUILTIN_BACKEND_MODULES = (
     "harness.backends.onnx",
     "harness.backends.gguf",
     "harness.backends.hf",
+    "harness.backends.openai_api",
 )
 BUILTIN_TRACKER_MODULES = ("harness.tracking.mlflow_tracker",)
 ENTRY_POINT_GROUP = "harness"

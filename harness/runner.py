@@ -28,7 +28,9 @@ from harness import records
 from harness.devices import resolve_device
 from harness.environment import describe_environment, peak_rss_mb, reset_peak_rss
 from harness.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_REGRESSION, UserError
+from harness.load import level_name
 from harness.metric_evaluation import select_metrics
+from harness.metrics.load import NAMES as LOAD_METRICS
 from harness.model_pass import elapsed_s, encode_checked, generate_pass, score_model
 from harness.models import load_model
 from harness.plugins import Registry
@@ -39,7 +41,7 @@ from harness.references import load_reference_texts
 from harness.sample_sink import SampleSink
 from harness.suite import LoadedSuite, Prompt
 from harness.summary import write_summaries
-from harness.types import LoadOptions, Model
+from harness.types import LoadOptions, Model, SampleFailed
 from harness.work import Shard
 
 #: Space kept in the run directory so that a full disk can still be recorded as an interruption.
@@ -56,6 +58,7 @@ class RunOptions:
     compile: bool = False
     dtype: str | None = None  # None: float32 for a new run, the recorded dtype when resuming
     model_options: dict[str, str] = field(default_factory=dict)
+    concurrency: list[int] | None = None  # load mode: one row per level and model (harness.load)
     progress: bool = True
     executor: Any = None  # None: this process; else an object with run() (harness.executors.ray_executor)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -113,8 +116,14 @@ class SuiteRun:
             console,
         )
         self.model_specs, self.dir, self.resume = model_specs, out_dir, resume
+        self.levels: dict[str, tuple[str, int]] = {}  # row name -> (spec, concurrency) of load levels
+        if options.concurrency:
+            self.levels = {level_name(s, n): (s, n) for s in model_specs for n in options.concurrency}
+            self.model_specs = list(self.levels)
         self.device = options.device or self.suite.device
         self.metrics = select_metrics(self.suite, self.loaded.path, registry)
+        if options.concurrency:
+            self._add_load_metrics()
         self.outcomes: list[ModelOutcome] = []
         self.manifest: Manifest | None = None
         self.resources: dict[str, Any] | None = None
@@ -123,6 +132,10 @@ class SuiteRun:
         threads = options.threads or self.suite.threads
         if threads:  # before the manifest records the environment, so it records what runs
             torch.set_num_threads(threads)
+
+    def _add_load_metrics(self) -> None:
+        """Load metrics are off by default; a run with load levels always computes them."""
+        self.metrics.update({n: (self.registry.metric(n), {}) for n in LOAD_METRICS if n in self.registry.metrics})
 
     # ---------------------------------------------------------------- manifest
     def _settings(self) -> RunSettings:
@@ -161,7 +174,7 @@ class SuiteRun:
             finished_at=None,
             command=self.options.command,
             suite=suite,
-            models=[self._new_entry(spec) for spec in self.model_specs],
+            models=[self._new_entry(name) for name in self.model_specs],
             batch_size=settings.batch_size,
             dtype=settings.dtype,
             compile=settings.compile,
@@ -174,9 +187,12 @@ class SuiteRun:
         workers resolve it on their own machines (a CPU-only driver of a GPU cluster)."""
         return self.device if self.options.executor is not None else str(resolve_device(self.device))
 
-    @staticmethod
-    def _new_entry(spec: str) -> ModelEntry:
-        return ModelEntry(name=spec, spec=spec, status="pending", error=None, info=None)
+    def _new_entry(self, name: str) -> ModelEntry:
+        spec, concurrency = self.levels.get(name, (name, None))
+        entry = ModelEntry(name=name, spec=spec, status="pending", error=None, info=None)
+        if concurrency is not None:  # set only for load levels: other manifests stay as they were
+            entry.concurrency = concurrency
+        return entry
 
     def _save_manifest(self) -> None:
         records.write_manifest(self.dir, self.manifest)
@@ -203,8 +219,14 @@ class SuiteRun:
         before the CLI creates the run directory."""
         from harness.models import resolve_backend
 
-        for spec in self.model_specs:
-            check = getattr(resolve_backend(spec, self.registry), "check_options", None)
+        for spec in dict.fromkeys(self.levels.get(name, (name, 0))[0] for name in self.model_specs):
+            backend = resolve_backend(spec, self.registry)
+            if self.levels and not getattr(backend, "concurrent_requests", False):
+                raise UserError(
+                    f"model {spec}: --concurrency drives served models (openai:URL#MODEL); the {backend.name} "
+                    "backend runs in this process one request at a time; serve it with 'harness serve' instead"
+                )
+            check = getattr(backend, "check_options", None)
             if check is not None:
                 check(spec, self._load_options())
 
@@ -235,7 +257,7 @@ class SuiteRun:
 
     def _run_model(
         self,
-        spec: str,
+        name: str,
         done: set[tuple[str, str, int]],
         earlier: list[dict[str, Any]],
         out: SampleSink,
@@ -243,8 +265,9 @@ class SuiteRun:
         resources: dict[str, Any],
         progress: Progress,
     ) -> ModelOutcome:
-        entry = self.manifest.model(spec)
-        outcome = ModelOutcome(name=spec, status="ok")
+        entry = self.manifest.model(name)
+        spec = entry.spec
+        outcome = ModelOutcome(name=name, status="ok")
         t0 = time.perf_counter()
         reset_peak_rss()
         if torch.cuda.is_available():
@@ -253,12 +276,12 @@ class SuiteRun:
         tokens, generation_s = previous.tokens, previous.generation_s
         model = None
         try:
-            model = load_model(spec, self.registry, self._load_options(), name=spec)
+            model = load_model(spec, self.registry, self._load_options(), name=name)
             entry.info = model.info.to_dict()
             entry.load_s = elapsed_s(t0)
-            items = self.pending_items(spec, done)
+            items = self.pending_items(name, done)
             encoded = {p.id: encode_checked(model, p, self.loaded.path, spec) for p, _ in items}  # all, up front
-            task = progress.add_task(spec, total=len(items))
+            task = progress.add_task(name, total=len(items))
             result = generate_pass(
                 model,
                 self.loaded,
@@ -269,12 +292,34 @@ class SuiteRun:
                 self.options.batch_size,
                 out,
                 lambda: progress.advance(task),
+                entry.concurrency,
             )
             outcome.samples = result.samples
             tokens, generation_s = tokens + result.tokens, generation_s + result.generation_ns / 1e9
             if result.timing is not None:
                 entry.timing = result.timing
-            score_model(model, self.metrics, earlier + result.records, resources, self._peak_mem_mb(model), model_out)
+            entry.info = model.info.to_dict()  # a served model adds what the server echoed while generating
+            scoring = dict(resources)
+            if entry.concurrency is not None:
+                scoring["load"] = {
+                    "concurrency": entry.concurrency,
+                    "wall_s": result.wall_ns / 1e9,
+                    "samples": result.samples,
+                    "tokens": result.tokens,
+                    "errors": result.failed,
+                }
+            score_model(model, self.metrics, earlier + result.records, scoring, self._peak_mem_mb(model), model_out)
+            if result.failed:
+                outcome.status = "failed"
+                outcome.error = (
+                    f"model {name}: {result.failed} of {len(items)} samples failed (first: {result.first_error}); "
+                    f"the others are recorded; finish with: harness run --resume {self.dir}"
+                )
+        except SampleFailed as exc:  # the endpoint went away: keep what is recorded, --resume finishes
+            outcome.status = "failed"
+            outcome.error = (
+                f"model {name}: {exc}; the samples so far are recorded; finish with: harness run --resume {self.dir}"
+            )
         except (KeyboardInterrupt, Interrupted):
             outcome.status = "interrupted"
             raise
@@ -317,6 +362,9 @@ class SuiteRun:
 
     @staticmethod
     def _peak_mem_mb(model: Model) -> float | None:
+        if model.info.device == "remote":  # a served model: this process's memory says nothing about it
+            server_peak = getattr(model, "peak_memory_mb", None)
+            return server_peak() if server_peak is not None else None
         if model.info.device.startswith("cuda"):
             return torch.cuda.max_memory_allocated() / 2**20
         return peak_rss_mb()
@@ -357,6 +405,8 @@ class SuiteRun:
                 )
             self.manifest = old.manifest
             self._adopt_recorded_settings()
+            if any(m.concurrency for m in self.manifest.models):
+                self._add_load_metrics()
             known = set(self.manifest.model_names)
             self.manifest.models = self.manifest.models + [
                 self._new_entry(s) for s in self.model_specs if s not in known

@@ -77,6 +77,15 @@ class ModelInfo:
 Generation = _ReferenceGeneration
 
 
+class SampleFailed(Exception):
+    """One sample could not be generated (a served model's stream broke, a read timed out, a 5xx).
+
+    A backend raises it for a failure that belongs to this sample alone: the runner records nothing for
+    the sample, goes on with the others, ends the model ``failed`` and ``harness run --resume`` retries
+    the missing samples. Anything else a backend raises fails the whole model.
+    """
+
+
 @runtime_checkable
 class Model(Protocol):
     """A loaded model, ready to generate. Implemented by backends."""

@@ -56,6 +56,10 @@ def sync(device: torch.device) -> None:
 
 
 NextLogits = Callable[[int | None], torch.Tensor]
+#: Called as each generated token is on the host: ``(token_id, logprob, perf_counter_ns)``; never for the
+#: stop token (EOS), which is not part of the output.
+#: A server streams through it; raising from it stops generation (a client that went away).
+OnToken = Callable[[int, float, int], None]
 
 
 def sample_loop(
@@ -68,6 +72,7 @@ def sample_loop(
     generator: torch.Generator | None,
     stop_ids: Collection[int],
     device: torch.device,
+    on_token: OnToken | None = None,
 ) -> Generation:
     """The per-token loop every backend shares.
 
@@ -102,6 +107,8 @@ def sample_loop(
         out.tokens.append(token_id)
         out.logprobs.append(logprob)
         out.token_times_ns.append(now)
+        if on_token is not None:
+            on_token(token_id, logprob, now)
         if step + 1 < budget:
             logits = next_logits(token_id).float()
     if out.end_ns == 0:
@@ -119,6 +126,7 @@ def generate(
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
     weight_dtype: torch.dtype = torch.float32,
+    on_token: OnToken | None = None,
 ) -> Generation:
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
@@ -149,5 +157,5 @@ def generate(
 
     stop_ids = () if eos_id is None else (eos_id,)
     return sample_loop(
-        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device
+        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device, on_token
     )

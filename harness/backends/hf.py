@@ -188,8 +188,12 @@ class HFModel:
         return out.logits, new_cache
 
     @torch.inference_mode()
-    def generate(self, prompt_ids: list[int], sampling: SamplingParams, generator: torch.Generator) -> Generation:
-        """The shared ``tinylm_ref.sampling.sample_loop``: same stop rules, timing points and sampler."""
+    def generate(
+        self, prompt_ids: list[int], sampling: SamplingParams, generator: torch.Generator, on_token: Any = None
+    ) -> Generation:
+        """The shared ``tinylm_ref.sampling.sample_loop``: same stop rules, timing points and sampler.
+
+        ``on_token`` (optional) sees each token as it is sampled: ``harness serve`` streams through it."""
         context = self.info.context_length
         if not prompt_ids:
             raise UserError(f"model {self.info.name}: the prompt encodes to no tokens; give a non-empty prompt")
@@ -225,6 +229,7 @@ class HFModel:
             generator,
             self.stop_ids,
             self.device,
+            on_token,
         )
 
     @torch.inference_mode()

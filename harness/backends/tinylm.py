@@ -27,6 +27,7 @@ from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from tinylm_ref.config import PRESETS, load_config_json
 from tinylm_ref.decoder import WEIGHT_DTYPES
 from tinylm_ref.model import LLM
+from tinylm_ref.sampling import OnToken
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
 
 PACKAGE_DIR = Path(tinylm_ref.__file__).resolve().parent
@@ -56,8 +57,14 @@ class TinyLMModel:
         return decode(self.tokenizer, ids)
 
     def generate(
-        self, prompt_ids: list[int], sampling_params: SamplingParams, generator: torch.Generator
+        self,
+        prompt_ids: list[int],
+        sampling_params: SamplingParams,
+        generator: torch.Generator,
+        on_token: OnToken | None = None,
     ) -> Generation:
+        """``on_token`` (optional, not part of the Model contract) sees each token as it is sampled:
+        ``harness serve`` streams through it."""
         try:
             out = sampling.generate(
                 self.model,
@@ -68,6 +75,7 @@ class TinyLMModel:
                 generator,
                 self.eos_id,
                 self.weight_dtype,
+                on_token,
             )
         except ValueError as exc:  # prompt too long for the context
             raise UserError(f"model {self.info.name}: {exc}") from exc

@@ -19,6 +19,7 @@ BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "harness.metrics.heldout",
     "harness.metrics.judge",
     "harness.metrics.memory",
+    "harness.metrics.load",
 )
 
 __all__ = ["BUILTIN_METRIC_MODULES"]

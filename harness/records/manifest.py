@@ -91,6 +91,7 @@ class ModelEntry(Record):
     wall_s: float | None = None
     throughput: Throughput | None = None
     timing: dict[str, Any] | None = None  # contention probe of the generation window (harness.contention)
+    concurrency: int | None = Field(default=None, ge=1)  # a load level (harness.load): requests kept in flight
 
 
 class PromptDefinition(Record):

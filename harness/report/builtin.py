@@ -10,6 +10,7 @@ from harness.report.categories import category_section
 from harness.report.comparison_view import comparison_section
 from harness.report.context import ReportContext, run_label
 from harness.report.figures import distribution_section, scatter_section
+from harness.report.load_plot import load_section
 from harness.report.markup import esc, fmt_params
 from harness.report.sections import ReportSection
 from harness.report.summary_tables import summary_section
@@ -134,6 +135,7 @@ def builtin_sections() -> list[ReportSection]:
         ReportSection("summary", "Summary (Table 2 layout)", summary_section, order=10),
         ReportSection("scatter", "The study's four scatter plots", scatter_section, order=30),
         ReportSection("categories", "By prompt category", category_section, order=35),
+        ReportSection("load", "Latency vs throughput across load levels", load_section, order=37),
         ReportSection("distributions", "Metric distributions", distribution_section, order=40),
         ReportSection("comparison", "Comparison with the baseline run", comparison_section, order=50),
         ReportSection("samples", "Sample browser", browser_section, order=60),

@@ -30,6 +30,12 @@ EXPECTED = {
     "heldout_bpb": ("bits/byte", False, "quality", "model", True),
     "judge_bpb": ("bits/byte", False, "quality", "sample", False),
     "peak_mem_mb": ("MB", False, "timing", "model", True),
+    # load levels (harness run --concurrency): off by default, the runner adds them to load runs
+    **{f"load_{w}_p{q}_ms": ("ms", False, "timing", "model", False) for w in ("ttft", "itl") for q in (50, 95, 99)},
+    "load_requests_per_s": ("req/s", True, "timing", "model", False),
+    "load_output_tokens_per_s": ("tok/s", True, "timing", "model", False),
+    "load_errors": ("requests", False, "count", "model", False),
+    "load_concurrency": ("streams", None, "count", "model", False),
 }
 
 

@@ -1,0 +1,1 @@
+"""``harness serve``: any harness backend behind an OpenAI-compatible HTTP server (docs/serving.md)."""
