@@ -75,9 +75,13 @@ APP_JS = r"""
     if (typeof Plotly === "undefined") { console.error("plotly.js is missing from the report"); return; }
     var template = readJSON("plotly-template");
     var config = { displaylogo: false, responsive: true };
-    var plots = Array.prototype.slice.call(document.querySelectorAll("div.plot"));
-    window.__reportPlots = plots.length;
-    var pending = plots.map(function (div) {
+    var all = Array.prototype.slice.call(document.querySelectorAll("div.plot"));
+    var eager = all.filter(function (div) { return div.getAttribute("data-lazy") !== "true"; });
+    var lazy = all.filter(function (div) { return div.getAttribute("data-lazy") === "true"; });
+    window.__reportPlots = eager.length;
+    function draw(div) {
+      if (div.getAttribute("data-drawn")) { return Promise.resolve(div); }
+      div.setAttribute("data-drawn", "true");
       var spec = readJSON(div.getAttribute("data-spec"));
       var layout = spec.layout || {};
       if (template && !layout.template) { layout.template = template; }
@@ -88,8 +92,17 @@ APP_JS = r"""
         });
         return gd;
       });
-    });
-    Promise.all(pending).then(function () {
+    }
+    // far-down small multiples are drawn when they come near the viewport; everything at once on demand
+    window.__drawAllPlots = function () { return Promise.all(lazy.map(draw)); };
+    if ("IntersectionObserver" in window) {
+      var observer = new IntersectionObserver(function (entries) {
+        entries.forEach(function (e) { if (e.isIntersecting) { observer.unobserve(e.target); draw(e.target); } });
+      }, { rootMargin: "400px" });
+      lazy.forEach(function (div) { observer.observe(div); });
+    } else { lazy.forEach(draw); }
+    Promise.all(eager.map(draw)).then(function () {
+      window.__reportReadyAt = performance.now();  // ms since navigation start (benchmarks/report_load.py)
       window.__reportReady = true;
       document.body.setAttribute("data-plots-ready", "true");
     }, function (err) { console.error("a plot failed to render: " + err); });
@@ -109,14 +122,14 @@ APP_JS = r"""
     (s.rep || []).forEach(function (i) { repeated[i] = true; });
     s.tok.forEach(function (piece, i) {
       if (s.brk === i) { pre.appendChild(el("span", "coherence-break", "⟂")); }
-      var lp = s.lp && s.lp.length ? s.lp[i] : null;
+      var lp = s.lp && s.lp.length && s.lp[i] !== null ? s.lp[i] / 100 : null;  // stored in hundredths
       var span = el("span", "tok" + (repeated[i] ? " rep" : ""), piece);
       if (lp !== null && lp !== undefined) {
         var p = Math.exp(lp);
         span.style.backgroundColor = "hsl(" + Math.round(p * 120) + ", 75%, 82%)";
         span.setAttribute("data-logprob", String(lp));
       }
-      var dt = s.dt && s.dt.length ? s.dt[i] : null;
+      var dt = s.dt && s.dt.length && s.dt[i] !== null ? (s.dt[i] / 10).toFixed(1) : null;  // tenths of a ms
       span.title = "token " + i + (lp !== null && lp !== undefined ? " · log-prob " + lp + " · p " + Math.exp(lp).toFixed(3) : "") +
         (dt !== null && dt !== undefined ? " · " + dt + " ms" : "") + (repeated[i] ? " · in a repeated 3-gram" : "");
       pre.appendChild(span);

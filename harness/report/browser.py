@@ -37,11 +37,15 @@ def token_view(sample: dict[str, Any]) -> dict[str, Any]:
     logprobs, times = sample.get("logprobs") or [], sample.get("token_times_ms") or []
     if not isinstance(pieces, list) or len(pieces) != len(ids):
         return {}
-    gaps = [round(t - (times[i - 1] if i else 0.0), 2) for i, t in enumerate(times)] if len(times) == len(ids) else []
+    # integers at display precision (log-prob in hundredths, time in tenths of a ms) keep the 400-sample
+    # main-job report under 7 MB; the page divides them back
+    gaps = (
+        [round((t - (times[i - 1] if i else 0.0)) * 10) for i, t in enumerate(times)] if len(times) == len(ids) else []
+    )
     brk = coherence_length(ids)
     return {
         "tok": [str(piece) for piece in pieces],
-        "lp": [None if v is None else round(v, 3) for v in logprobs] if len(logprobs) == len(ids) else [],
+        "lp": [None if v is None else round(v * 100) for v in logprobs] if len(logprobs) == len(ids) else [],
         "dt": gaps,
         "rep": repeated_positions(ids),
         "brk": brk if brk < len(ids) else None,

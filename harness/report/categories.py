@@ -111,7 +111,7 @@ def category_section(ctx: ReportContext) -> str:
         return ""
     figures = "".join(
         f'<div class="category-plot" data-metric="{esc(m)}">'
-        f"{ctx.figure(category_figure(ctx, m, categories), 'category-' + m)}</div>"
+        f"{ctx.figure(category_figure(ctx, m, categories), 'category-' + m, lazy=True)}</div>"
         for m in metrics[:MAX_FIGURES]
     )
     return (

@@ -159,11 +159,13 @@ class ReportContext:
         """Marker symbol per run (and batched series), so runs stay apart while colour means model."""
         return SYMBOLS[(series.run_index * 2 + int(series.batched)) % len(SYMBOLS)]
 
-    def figure(self, fig: go.Figure, name: str) -> str:
+    def figure(self, fig: go.Figure, name: str, lazy: bool = False) -> str:
         """HTML for a plotly figure: an empty div plus its escaped JSON; the page script draws it.
 
         Sections (plugins too) call this instead of ``fig.to_html`` so plotly.js is embedded once and
-        the figure JSON goes through the same escaping as everything else.
+        the figure JSON goes through the same escaping as everything else. A ``lazy`` figure is drawn
+        when it scrolls near the viewport: dozens of small multiples far down the page would otherwise
+        delay the moment the page becomes usable (benchmarks/report_load.py).
         """
         fig_id = f"fig-{slug(name)}-{len(self._figures)}"
         self._figures.append(fig_id)
@@ -171,7 +173,8 @@ class ReportContext:
         layout = spec.get("layout", {})
         if layout.get("template") == default_template_json():
             del layout["template"]  # the page applies it once instead of repeating 7 kB per figure
-        return f'<div class="plot" id="{fig_id}" data-spec="{fig_id}-spec"></div>' + json_block(
+        lazy_attr = ' data-lazy="true"' if lazy else ""
+        return f'<div class="plot" id="{fig_id}" data-spec="{fig_id}-spec"{lazy_attr}></div>' + json_block(
             f"{fig_id}-spec", {"data": spec.get("data", []), "layout": layout}
         )
 

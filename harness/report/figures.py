@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from harness.report.context import TEMPLATE, ReportContext, Series, finite, metric_label
 from harness.report.markup import esc, esc_plotly, scale_of
 
-HOVER_OUTPUT_CHARS = 80
+HOVER_OUTPUT_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ def distribution_section(ctx: ReportContext) -> str:
     if not metrics:
         return '<p class="note">No sample-level metric values in these runs.</p>'
     figures = "".join(
-        f'<div class="dist" data-metric="{esc(m)}">{ctx.figure(distribution_figure(ctx, m), "dist-" + m)}</div>'
+        f'<div class="dist" data-metric="{esc(m)}">{ctx.figure(distribution_figure(ctx, m), "dist-" + m, lazy=True)}</div>'
         for m in metrics
     )
     return (

@@ -51,6 +51,7 @@ def screenshot(report: Path, out: Path, section: str | None = None, width: int =
             page = context.new_page()
             page.goto(report.resolve().as_uri())
             page.wait_for_function("window.__reportReady === true", timeout=timeout_s * 1000)
+            page.evaluate("window.__drawAllPlots ? window.__drawAllPlots() : null")  # lazy plots too
             page.evaluate("document.querySelector('nav').style.position = 'static'")  # no sticky bar over crops
             if section:
                 page.locator(f'section[data-section="{section}"]').screenshot(path=str(out))

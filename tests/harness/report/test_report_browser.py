@@ -99,8 +99,15 @@ def test_report_in_headless_chromium(make_run, tmp_path):
             for key, got in points.items():
                 assert got["data"] == expected[key] and got["svg"] == expected[key] + got["medians"], key
                 assert got["traces"] == got["medians"] == 6 and got["histograms"] == 12 and got["x"] and got["y"]
-            n_plots = page.evaluate("window.__reportPlots")
-            assert n_plots == page.evaluate("document.querySelectorAll('div.plot.js-plotly-plot').length") > 4
+            n_plots = page.evaluate("window.__reportPlots")  # drawn before the page says it is ready
+            eager = "document.querySelectorAll('div.plot:not([data-lazy]).js-plotly-plot').length"
+            assert n_plots == page.evaluate(eager) >= 4
+            # distributions and category small multiples are drawn as they come near the viewport
+            page.evaluate("document.querySelector('[data-section=\"distributions\"]').scrollIntoView()")
+            page.wait_for_selector(".dist div.plot.js-plotly-plot", timeout=HANG_MS)
+            page.evaluate("window.__drawAllPlots()")
+            total = page.evaluate("document.querySelectorAll('div.plot').length")
+            assert page.evaluate("document.querySelectorAll('div.plot.js-plotly-plot').length") == total > n_plots
 
             # the <script> prompt is shown as text and nothing from it ran
             page.select_option("#browser-prompt-select", index=0)

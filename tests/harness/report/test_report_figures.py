@@ -125,7 +125,7 @@ def test_report_html_embeds_every_figure(make_run, tmp_path):
         points = [t for t in spec["data"] if t.get("customdata")]
         assert len(points) == 2 and len(spec["data"]) == 8 and spec["layout"]["xaxis"]["title"]["text"]
         assert "template" not in spec["layout"]  # embedded once as plotly-template
-    dist = [d for d in page.find("div") if d.get("data-metric")]
+    dist = [d for d in page.find("div") if d.get("data-metric") and "dist" in (d.get("class") or "")]
     assert [d["data-metric"] for d in dist] == ctx.sample_metrics()
     assert "plotly-template" in page.json
     assert XSS_OUTPUT not in text

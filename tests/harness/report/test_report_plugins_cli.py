@@ -47,7 +47,7 @@ def test_plugin_section_appears_in_order(make_run, tmp_path):
     assert [s.name for s in sections] == ["eos-plugin"]
     text = write_report([make_run(models=("a", "b"))], tmp_path / "r.html", sections).read_text(encoding="utf-8")
     order = [a["data-section"] for a in Page(text).find("section")]
-    assert order == ["header", "summary", "scatter", "distributions", "eos-plugin", "samples"]
+    assert order == ["header", "summary", "scatter", "categories", "distributions", "eos-plugin", "samples"]
     assert "a: 12 samples" in text and 'href="#eos-plugin"' in text
     assert 'id="fig-eos-bar-' in text  # plugin figure drawn by the same page script
 
