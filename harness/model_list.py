@@ -5,8 +5,8 @@ typing them comma-separated is error-prone and a shell glob would hand them over
 ``--models`` does not take. So the harness expands the list itself, the same for every executor:
 
 * ``@sweep.txt``: one spec per line; blank lines and ``#`` comments are skipped; a line may be a glob;
-* a spec with ``*``, ``?`` or ``[`` is a glob over paths (after an optional ``backend:`` prefix, which is
-  kept on every match): ``'ckpts/step-*'``, ``'tinylm:ckpts/step-*'``. Matches are ordered naturally
+* a spec with ``*``, ``?`` or ``[`` that is not itself an existing path is a glob over paths (after an
+  optional ``backend:`` prefix, which is kept on every match): ``'ckpts/step-*'``, ``'tinylm:ckpts/step-*'``. Matches are ordered naturally
   (``step-2`` before ``step-10``), so a sweep's table reads in training order;
 * a glob that matches nothing, or a file that cannot be read, is a one-line error naming it.
 """
@@ -31,6 +31,8 @@ def natural_key(text: str) -> list[int | str]:
 def _expand_glob(item: str, where: str) -> list[str]:
     match = _PREFIX.match(item)
     prefix, pattern = (match.group(0), item[match.end() :]) if match else ("", item)
+    if Path(pattern).expanduser().exists():  # a real path that happens to contain '[' or '?' is itself
+        return [item]
     found = sorted(glob.glob(str(Path(pattern).expanduser())), key=natural_key)
     if not found:
         raise UserError(f"{where}: {item!r} matches no path; check the pattern (quote it so the shell keeps the '*')")

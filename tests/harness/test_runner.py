@@ -49,6 +49,13 @@ def harness(*args, cwd=None, env=None, check=None):
     return result
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a test suite started from a background shell job inherits SIGINT ignored
+    (shells do that for '&' jobs, and Python then keeps ignoring it); the harness under test must see the
+    Ctrl-C a user's terminal would send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_harness(*args):
     """``harness`` in the background (for interrupting it or racing it)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -58,6 +65,7 @@ def start_harness(*args):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,
     )
 
 
