@@ -68,9 +68,11 @@ def generate_concurrent(
     result: PassResult,
 ) -> None:
     """Generate ``items`` with ``concurrency`` requests in flight; a new one starts as soon as one ends."""
-    from harness.model_pass import record_sample
+    from harness.model_pass import score_sample
+    from harness.node import node_identity
 
     sampling = suite.suite.sampling.params()
+    node = node_identity(model.info.device)  # once: every sample of this pass ran here
     pending = list(reversed(items))
     in_flight: dict[Future, tuple[Prompt, int, int]] = {}
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="load") as pool:
@@ -92,10 +94,22 @@ def generate_concurrent(
                         advance()
                         continue
                     result.generation_ns += generation.end_ns - generation.start_ns
-                    ids = encoded[prompt.id]
-                    record_sample(
-                        suite, model, prompt, index, seed, ids, generation, False, metrics, resources, out, result
+                    record = score_sample(
+                        suite,
+                        model,
+                        prompt,
+                        index,
+                        seed,
+                        encoded[prompt.id],
+                        generation,
+                        False,
+                        metrics,
+                        resources,
+                        result,
                     )
+                    record["node"] = node
+                    out.append(record)
+                    result.records.append(record)
                     advance()
         finally:
             for future in in_flight:  # an error or a signal: start nothing new, let the running ones end

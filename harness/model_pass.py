@@ -265,31 +265,6 @@ def score_sample(
     return record
 
 
-def record_sample(
-    suite: LoadedSuite,
-    model: Model,
-    prompt: Prompt,
-    sample_index: int,
-    seed: int,
-    ids: list[int],
-    generation: Generation,
-    batched: bool,
-    metrics: dict[str, tuple[Metric, dict[str, Any]]],
-    resources: dict[str, Any],
-    out: Any,
-    result: PassResult,
-) -> None:
-    """Score one generation made outside ``generate_stream`` (load mode) and append it, with its node."""
-    from harness.node import node_identity
-
-    record = score_sample(
-        suite, model, prompt, sample_index, seed, ids, generation, batched, metrics, resources, result
-    )
-    record["node"] = node_identity(model.info.device)
-    out.append(record)
-    result.records.append(record)
-
-
 def encode_checked(model: Model, prompt: Prompt, suite_path: Any, spec: str) -> list[int]:
     """The prompt's token ids; a prompt that leaves no room in the model's context is the user's error."""
     ids = model.encode(prompt.text)
