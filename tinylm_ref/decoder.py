@@ -29,7 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tinylm_ref.fused_decoder import FusedDecoder, fused_decoder_for
 from tinylm_ref.model import LLM, KVCache
+from tinylm_ref.native import load_kernel, unavailable_reason
 
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -205,13 +207,19 @@ class FastDecoder:
         return self.head.linear(x).mul_(self._inv_rms(x, self.final_eps))
 
 
-_DECODERS: weakref.WeakKeyDictionary[LLM, dict[torch.dtype, tuple[tuple, FastDecoder]]] = weakref.WeakKeyDictionary()
+#: per model: {weight dtype or "fused": (parameter key, decoder)}
+_DECODERS: weakref.WeakKeyDictionary[LLM, dict] = weakref.WeakKeyDictionary()
 
 
 def supports(model: LLM) -> bool:
     """FastDecoder computes in float32 around a float32 cache; a model cast to another dtype keeps using
     ``LLM.decode_step``."""
     return model.tok_emb.weight.dtype == torch.float32
+
+
+def _parameter_key(model: LLM) -> tuple:
+    params = list(model.parameters())
+    return tuple((id(p), p.data_ptr(), p.dtype, p.device, -1 if p.is_inference() else p._version) for p in params)
 
 
 def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastDecoder:
@@ -223,8 +231,7 @@ def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastD
     parameters that are inference tensors (they keep none); after such a write, call ``forget(model)``.
     Building one copies every weight once (milliseconds), which a suite pays per model, not per sample.
     """
-    params = list(model.parameters())
-    key = tuple((id(p), p.data_ptr(), p.dtype, p.device, -1 if p.is_inference() else p._version) for p in params)
+    key = _parameter_key(model)
     per_dtype = _DECODERS.setdefault(model, {})
     cached = per_dtype.get(weight_dtype)
     if cached is not None and cached[0] == key:
@@ -232,6 +239,39 @@ def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastD
     decoder = FastDecoder(model, weight_dtype)
     per_dtype[weight_dtype] = (key, decoder)
     return decoder
+
+
+def step_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastDecoder | FusedDecoder:
+    """The decoder ``sampling.generate`` uses: the compiled ``FusedDecoder`` for float32 weights on CPU when
+    its kernel is available (:mod:`tinylm_ref.native`), else ``FastDecoder``. Cached and rebuilt like
+    ``fast_decoder``."""
+    if weight_dtype != torch.float32 or model.tok_emb.weight.device.type != "cpu" or load_kernel() is None:
+        return fast_decoder(model, weight_dtype)
+    key = _parameter_key(model)
+    per_kind = _DECODERS.setdefault(model, {})
+    cached = per_kind.get("fused")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    decoder = fused_decoder_for(model)
+    if decoder is None:
+        return fast_decoder(model, weight_dtype)
+    per_kind["fused"] = (key, decoder)
+    return decoder
+
+
+def decode_kernel(model: LLM, weight_dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """What ``step_decoder`` runs for this model, for the run record: ``{"kernel", "reason"}``, where
+    ``kernel`` is ``fused`` (compiled step), ``eager`` (``FastDecoder``) or ``module`` (``LLM.decode_step``,
+    for weights cast away from float32) and ``reason`` says why the fused step is not used."""
+    if not supports(model):
+        return {"kernel": "module", "reason": f"weights are {str(model.tok_emb.weight.dtype).removeprefix('torch.')}"}
+    if weight_dtype != torch.float32:
+        return {"kernel": "eager", "reason": "the fused step is float32 only"}
+    if model.tok_emb.weight.device.type != "cpu":
+        return {"kernel": "eager", "reason": f"the fused step is CPU only (device {model.tok_emb.weight.device})"}
+    if load_kernel() is None:
+        return {"kernel": "eager", "reason": unavailable_reason()}
+    return {"kernel": "fused", "reason": None}
 
 
 def forget(model: LLM) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from tinylm_ref.decoder import fast_decoder, supports
+from tinylm_ref.decoder import step_decoder, supports
 from tinylm_ref.generation import Generation
 from tinylm_ref.model import LLM
 
@@ -130,8 +130,8 @@ def generate(
 ) -> Generation:
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
-    The prompt runs through ``LLM.forward``; each new token through ``FastDecoder`` (its matrices in
-    ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
+    The prompt runs through ``LLM.forward``; each new token through ``decoder.step_decoder``'s choice (the
+    compiled ``FusedDecoder`` for float32 on CPU, else ``FastDecoder`` with its matrices in ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
     """
     context = model.config.max_seq_len
     if not prompt_ids:
@@ -141,7 +141,7 @@ def generate(
     device = model.tok_emb.weight.device
     cache = model.new_cache(1)
     compiled = model.__dict__.get("_compiled_step") is not None
-    decoder = fast_decoder(model, weight_dtype) if not compiled and supports(model) else None
+    decoder = step_decoder(model, weight_dtype) if not compiled and supports(model) else None
     views = None if decoder is None else decoder.layer_views(cache)
 
     def next_logits(token_id: int | None) -> torch.Tensor:

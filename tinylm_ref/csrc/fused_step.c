@@ -1,0 +1,206 @@
+/* One whole decode step of the reference decoder (batch 1, float32) in a single call.
+ *
+ * Why this exists: at batch 1 a tiny decoder's step is a few dozen small matrix-vector products and
+ * twice as many tiny element-wise ops. Driven from Python each op costs a dispatch of several
+ * microseconds, which is most of a token's time on the smaller presets (issue 15: on 2.5m the products
+ * take 0.24 ms of a 0.82 ms step). Here the step is one call, one OpenMP parallel region, and five
+ * barriers per layer.
+ *
+ * Layout (arranged once per model by tinylm_ref/fused_decoder.py):
+ *  - every matrix is stored as panels of PANEL output rows: panel p holds, for each input i, the PANEL
+ *    weights W[p*PANEL + j][i] side by side, so the kernel streams memory strictly forwards and keeps the
+ *    PANEL accumulators in vector registers (an outer-product GEMV: no horizontal sums);
+ *  - RMSNorm gains are folded into the input columns of the matrix that follows them, and the attention
+ *    scale into the query rows (as FastDecoder does);
+ *  - the gate/up matrix interleaves HALF gate rows and the HALF matching up rows per panel, so the thread
+ *    that computes a panel also applies silu(gate) * up without another pass or barrier.
+ *
+ * Determinism: each output is summed by exactly one thread in a fixed order, so the logits do not depend
+ * on the thread count (torch's reductions can move the last bit when it changes).
+ *
+ * Threads: GNU OpenMP, resolved at load time to the libgomp torch already loaded (same soname), so this
+ * shares torch's worker pool, wait policy and the thread count the harness's policy sets.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define PANEL 64
+#define HALF (PANEL / 2)
+
+typedef float v16 __attribute__((vector_size(64)));
+
+/* Everything the step reads, filled in by ctypes; the Python side keeps the tensors alive. */
+typedef struct {
+    int32_t dim, n_layers, n_heads, head_dim, ffn_dim, vocab;
+    int32_t max_threads;
+    const float *tok_emb;         /* (vocab, dim) */
+    const float *pos_emb;         /* (max_seq_len, dim) */
+    const float *const *qkv;      /* per layer: panels of (3 * dim) rows x dim */
+    const float *const *proj;     /* per layer: panels of dim rows x dim */
+    const float *const *gate_up;  /* per layer: interleaved panels of (2 * ffn) rows x dim */
+    const float *const *down;     /* per layer: panels of dim rows x ffn */
+    const float *head;            /* panels of vocab rows x dim */
+    const float *attn_eps;        /* per layer */
+    const float *ffn_eps;         /* per layer */
+    float final_eps;
+    /* scratch, sized by the Python side */
+    float *x;                     /* (dim) residual stream */
+    float *normed;                /* (max_threads, dim): each thread normalises x into its own row */
+    float *qkv_out;               /* (panels(3 * dim) * PANEL) */
+    float *attn_out;              /* (dim) */
+    float *act;                   /* (panels(2 * ffn) * HALF) */
+    float *scores;                /* (n_heads, cache capacity) */
+} TlModel;
+
+static inline int panels(int rows) { return (rows + PANEL - 1) / PANEL; }
+
+/* y[p*PANEL + j] (+)= sum_i W[p*PANEL + j][i] * x[i] for the panels [p0, p1). Two accumulator sets (even
+ * and odd i) give eight independent FMA chains per panel; they are added once at the end. */
+static void gemv_panels(const float *restrict w, const float *restrict x, int n_in, int p0, int p1,
+                        v16 out[][PANEL / 16]) {
+    for (int p = p0; p < p1; p++) {
+        const v16 *wp = (const v16 *)(w + (size_t)p * n_in * PANEL);
+        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int i = 0;
+        for (; i + 1 < n_in; i += 2, wp += 8) {
+            const float xa = x[i], xb = x[i + 1];
+            a0 += xa * wp[0]; a1 += xa * wp[1]; a2 += xa * wp[2]; a3 += xa * wp[3];
+            b0 += xb * wp[4]; b1 += xb * wp[5]; b2 += xb * wp[6]; b3 += xb * wp[7];
+        }
+        if (i < n_in) {
+            const float xa = x[i];
+            a0 += xa * wp[0]; a1 += xa * wp[1]; a2 += xa * wp[2]; a3 += xa * wp[3];
+        }
+        out[p - p0][0] = a0 + b0; out[p - p0][1] = a1 + b1;
+        out[p - p0][2] = a2 + b2; out[p - p0][3] = a3 + b3;
+    }
+}
+
+/* The share [*lo, *hi) of n items that thread t of nt takes. */
+static inline void split(int n, int t, int nt, int *lo, int *hi) {
+    *lo = (int)((int64_t)n * t / nt);
+    *hi = (int)((int64_t)n * (t + 1) / nt);
+}
+
+/* Writes PANEL outputs per panel of [p0, p1) into y (optionally adding them to it), clipped to rows. */
+static void gemv_store(const float *restrict w, const float *restrict x, int n_in, int rows, int p0, int p1,
+                       float *restrict y, int accumulate) {
+    v16 acc[4][PANEL / 16];
+    for (int p = p0; p < p1; p += 4) {
+        int q = p + 4 < p1 ? p + 4 : p1;
+        gemv_panels(w, x, n_in, p, q, acc);
+        for (int k = p; k < q; k++) {
+            const float *a = (const float *)acc[k - p];
+            int base = k * PANEL, n = rows - base < PANEL ? rows - base : PANEL;
+            if (accumulate)
+                for (int j = 0; j < n; j++) y[base + j] += a[j];
+            else
+                for (int j = 0; j < n; j++) y[base + j] = a[j];
+        }
+    }
+}
+
+static inline float inv_rms(const float *x, int n, float eps) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) sum += x[i] * x[i];
+    return 1.0f / sqrtf(sum / (float)n + eps);
+}
+
+static inline void normalise(const float *restrict x, float *restrict out, int n, float eps) {
+    const float r = inv_rms(x, n, eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r;
+}
+
+/* One head's attention over positions 0..pos; q is pre-scaled. Writes this head's k and v at pos first. */
+static void attend(const TlModel *m, int h, int pos, float *keys, float *values) {
+    const int D = m->head_dim;
+    const float *q = m->qkv_out + h * D, *k = m->qkv_out + m->dim + h * D, *v = m->qkv_out + 2 * m->dim + h * D;
+    for (int d = 0; d < D; d++) {
+        keys[(size_t)pos * D + d] = k[d];
+        values[(size_t)pos * D + d] = v[d];
+    }
+    float *s = m->scores + (size_t)h * (pos + 1);
+    float max = -INFINITY;
+    for (int t = 0; t <= pos; t++) {
+        const float *kt = keys + (size_t)t * D;
+        float dot = 0.0f;
+        for (int d = 0; d < D; d++) dot += q[d] * kt[d];
+        s[t] = dot;
+        if (dot > max) max = dot;
+    }
+    float total = 0.0f;
+    for (int t = 0; t <= pos; t++) {
+        s[t] = expf(s[t] - max);
+        total += s[t];
+    }
+    float *y = m->attn_out + h * D;
+    for (int d = 0; d < D; d++) y[d] = 0.0f;
+    for (int t = 0; t <= pos; t++) {
+        const float p = s[t] / total, *vt = values + (size_t)t * D;
+        for (int d = 0; d < D; d++) y[d] += p * vt[d];
+    }
+}
+
+/* Logits (vocab) after feeding token at position pos. k_cache/v_cache are (n_layers, 1, n_heads,
+ * capacity, head_dim) float32; slot pos of every layer is written. Returns 0, or -1 on bad arguments. */
+int tl_step(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float *v_cache, int32_t capacity,
+            float *logits, int32_t threads) {
+    if (token < 0 || token >= m->vocab || pos < 0 || pos >= capacity) return -1;
+    if (threads < 1) threads = 1;
+    if (threads > m->max_threads) threads = m->max_threads;
+    const int C = m->dim, H = m->n_heads, D = m->head_dim, Fd = m->ffn_dim;
+    for (int i = 0; i < C; i++) m->x[i] = m->tok_emb[(size_t)token * C + i] + m->pos_emb[(size_t)pos * C + i];
+    const size_t layer_stride = (size_t)H * capacity * D;
+
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        float *normed = m->normed + (size_t)t * C;
+        int lo, hi;
+        for (int layer = 0; layer < m->n_layers; layer++) {
+            normalise(m->x, normed, C, m->attn_eps[layer]);
+            split(panels(3 * C), t, nt, &lo, &hi);
+            gemv_store(m->qkv[layer], normed, C, 3 * C, lo, hi, m->qkv_out, 0);
+#pragma omp barrier
+            split(H, t, nt, &lo, &hi);
+            for (int h = lo; h < hi; h++) {
+                size_t head = layer * layer_stride + (size_t)h * capacity * D;
+                attend(m, h, pos, k_cache + head, v_cache + head);
+            }
+#pragma omp barrier
+            split(panels(C), t, nt, &lo, &hi);
+            gemv_store(m->proj[layer], m->attn_out, C, C, lo, hi, m->x, 1);
+#pragma omp barrier
+            normalise(m->x, normed, C, m->ffn_eps[layer]);
+            split(panels(2 * Fd), t, nt, &lo, &hi);
+            v16 acc[1][PANEL / 16];
+            for (int p = lo; p < hi; p++) {
+                gemv_panels(m->gate_up[layer], normed, C, p, p + 1, acc);
+                const float *a = (const float *)acc[0];
+                for (int j = 0; j < HALF && p * HALF + j < Fd; j++) {
+                    const float g = a[j];
+                    m->act[p * HALF + j] = g / (1.0f + expf(-g)) * a[HALF + j];
+                }
+            }
+#pragma omp barrier
+            split(panels(C), t, nt, &lo, &hi);
+            gemv_store(m->down[layer], m->act, Fd, C, lo, hi, m->x, 1);
+#pragma omp barrier
+        }
+        normalise(m->x, normed, C, m->final_eps);
+        split(panels(m->vocab), t, nt, &lo, &hi);
+        gemv_store(m->head, normed, C, m->vocab, lo, hi, logits, 0);
+    }
+    return 0;
+}
+
+/* Lets the loader check it has the build of the source it expects. */
+int tl_abi_version(void) { return 1; }
