@@ -23,6 +23,9 @@ import torch.nn.functional as F
 
 from harness.types import SamplingParams
 from tinylm_ref.decoder import make_projection, onednn_available
+from tinylm_ref.fused_decoder import FusedDecoder
+from tinylm_ref.native import load_kernel
+from tinylm_ref.sampling import generate
 
 TEMPERATURE, TOP_K = 0.8, 50
 
@@ -70,6 +73,15 @@ def run_reference(model: Any, prompt_ids: list[int], n: int, seed: int) -> Timin
     gen = model.generate(prompt_ids, params, torch.Generator(device="cpu").manual_seed(seed))
     if len(gen.tokens) != n:
         raise RuntimeError(f"reference path stopped after {len(gen.tokens)} tokens ({gen.stop_reason})")
+    return Timing(gen.start_ns, list(gen.token_times_ns), gen.end_ns)
+
+
+def run_reference_eager(model: Any, prompt_ids: list[int], n: int, seed: int) -> Timing:
+    """The same generation with the fused step switched off: ``FastDecoder``, the fallback without a C compiler."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    gen = generate(model.model, prompt_ids, n, TEMPERATURE, TOP_K, generator, None, fused=False)
+    if len(gen.tokens) != n:
+        raise RuntimeError(f"eager path stopped after {len(gen.tokens)} tokens ({gen.stop_reason})")
     return Timing(gen.start_ns, list(gen.token_times_ns), gen.end_ns)
 
 
@@ -192,7 +204,22 @@ def floor_variants(dtype: torch.dtype) -> tuple[str, ...]:
     variants = ("linear", "mv", "mmT")
     if onednn_available(torch.device("cpu")):
         variants += ("onednn", "sized") if dtype == torch.float32 else ("onednn",)
+    if dtype == torch.float32 and load_kernel() is not None:
+        variants += ("panels",)
     return variants
+
+
+def run_floor_panels(decoder: FusedDecoder, prompt_len: int, n: int) -> Timing:
+    """The fused step's own matrix-vector products (same panels, threads and barriers) without the norms,
+    attention, activation or sampling: what (1) would reach if everything else were free. Its TTFT is one
+    step's products, not a prefill."""
+    start = time.perf_counter_ns()
+    decoder.matvecs_only()
+    times = [time.perf_counter_ns()]
+    for _ in range(n - 1):
+        decoder.matvecs_only()
+        times.append(time.perf_counter_ns())
+    return Timing(start, times, time.perf_counter_ns())
 
 
 @torch.inference_mode()

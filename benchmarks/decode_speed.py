@@ -67,11 +67,14 @@ import _speed  # noqa: E402
 from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
 from harness.environment import cpu_name  # noqa: E402
 from tinylm_ref.config import PRESETS  # noqa: E402
+from tinylm_ref.fused_decoder import FusedDecoder  # noqa: E402
+from tinylm_ref.native import load_kernel  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
-METHODS = ("reference", "reference_bf16", "naive", "hf", "hf_bf16", "floor", "floor_bf16")
+METHODS = ("reference", "reference_eager", "reference_bf16", "naive", "hf", "hf_bf16", "floor", "floor_bf16")
 LABELS = {
     "reference": "(1) reference (harness path)",
+    "reference_eager": "(1e) same, fused step off",
     "reference_bf16": "(1b) same, --dtype bfloat16",
     "naive": "(2) naive, no KV cache",
     "hf": "(3) HF LlamaForCausalLM",
@@ -86,6 +89,21 @@ FLOOR_PRESETS = {"10m", "5m"}
 
 def _floor(weights, prompt_len: int, tokens: int, variant: str, dtype: torch.dtype, seed: int) -> _speed.Timing:
     return _speed.run_floor(weights, prompt_len, tokens, variant, dtype)
+
+
+def _floor_runs(weights, llm, prompt_len: int, tokens: int) -> dict:
+    """Every floor variant for both dtypes; "panels" is the fused step's own products (float32)."""
+    runs = {}
+    for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
+        for variant in _speed.floor_variants(dtype):
+            if variant == "panels":
+                fused = FusedDecoder(llm, load_kernel())
+                runs[f"floor{suffix}_{variant}"] = lambda seed, f=fused: _speed.run_floor_panels(f, prompt_len, tokens)
+            else:
+                runs[f"floor{suffix}_{variant}"] = functools.partial(
+                    _floor, weights, prompt_len, tokens, variant, dtype
+                )
+    return runs
 
 
 def bench_preset(
@@ -106,6 +124,7 @@ def bench_preset(
     model_bf16.eos_id, model_bf16.weight_dtype = None, torch.bfloat16
     runs = {
         "reference": lambda seed: _speed.run_reference(model, prompt_ids, tokens, seed),
+        "reference_eager": lambda seed: _speed.run_reference_eager(model, prompt_ids, tokens, seed),
         "reference_bf16": lambda seed: _speed.run_reference(model_bf16, prompt_ids, tokens, seed),
         "naive": lambda seed: _speed.run_naive(llm, prompt_ids, tokens, seed),
         "hf": lambda seed: _speed.run_hf(hf_model, prompt_ids, tokens, seed),
@@ -114,11 +133,7 @@ def bench_preset(
     native_runs, native_notes = _native.native_runs(preset, model, hf_model, threads) if native else ({}, {})
     for name, run in native_runs.items():
         runs[name] = functools.partial(run, prompt_ids, tokens)
-    for dtype, suffix in ((torch.float32, ""), (torch.bfloat16, "_bf16")):
-        for variant in _speed.floor_variants(dtype):
-            runs[f"floor{suffix}_{variant}"] = functools.partial(
-                _floor, weights, len(prompt_ids), tokens, variant, dtype
-            )
+    runs.update(_floor_runs(weights, llm, len(prompt_ids), tokens))
     timings: dict[str, list] = {name: [] for name in runs}
     for rep in range(warmup + reps):
         for name, run in runs.items():
@@ -145,6 +160,7 @@ def bench_preset(
         "ref_over_floor": ref / results["floor"]["decode_tps"],
         "ref_bf16_over_floor_bf16": ref_bf16 / results["floor_bf16"]["decode_tps"],
         "ref_over_naive": ref / results["naive"]["decode_tps"],
+        "ref_over_eager": paired("reference", "reference_eager"),
         "floor_over_hf": results["floor"]["decode_tps"] / hf,
         **{f"{name}_over_ref": paired(name, "reference") for name in native_runs},
         **{f"{name}_over_hf": paired(name, "hf") for name in native_runs},
@@ -205,6 +221,7 @@ def print_preset(r: dict, reps: int) -> None:
     print(f"  (1)/(4) decode {100 * q['ref_over_floor']:6.1f}%   target >= {100 * FLOOR_SHARE_TARGET:.0f}%   {verdict}")
     print(f"  (4)/(3) decode {q['floor_over_hf']:6.2f}x   (ceiling for (1)/(3): the floor's own lead over HF)")
     print(f"  (1)/(2) decode {q['ref_over_naive']:6.2f}x   (KV cache vs none, for reference)")
+    print(f"  (1)/(1e)       {q['ref_over_eager']:6.2f}x   (fused step vs FastDecoder, the fallback without a C compiler)")
     for m in (m for m in _native.METHODS if m in r["results"]):
         print(
             f"  {_native.LABELS[m].split(')')[0]})/(1) {q[f'{m}_over_ref']:6.3f}x   /(3) {q[f'{m}_over_hf']:6.3f}x   "

@@ -241,11 +241,14 @@ def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastD
     return decoder
 
 
-def step_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastDecoder | FusedDecoder:
+def step_decoder(
+    model: LLM, weight_dtype: torch.dtype = torch.float32, fused: bool = True
+) -> FastDecoder | FusedDecoder:
     """The decoder ``sampling.generate`` uses: the compiled ``FusedDecoder`` for float32 weights on CPU when
-    its kernel is available (:mod:`tinylm_ref.native`), else ``FastDecoder``. Cached and rebuilt like
-    ``fast_decoder``."""
-    if weight_dtype != torch.float32 or model.tok_emb.weight.device.type != "cpu" or load_kernel() is None:
+    its kernel is available (:mod:`tinylm_ref.native`) and ``fused``, else ``FastDecoder``. Cached and
+    rebuilt like ``fast_decoder``."""
+    on_cpu = model.tok_emb.weight.device.type == "cpu"
+    if not fused or weight_dtype != torch.float32 or not on_cpu or load_kernel() is None:
         return fast_decoder(model, weight_dtype)
     key = _parameter_key(model)
     per_kind = _DECODERS.setdefault(model, {})

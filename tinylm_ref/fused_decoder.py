@@ -83,6 +83,8 @@ class FusedDecoder:
         self._step.restype = ctypes.c_int
         self._step.argtypes = [ctypes.c_void_p, *(ctypes.c_int32,) * 2, *(ctypes.c_void_p,) * 2, ctypes.c_int32]
         self._step.argtypes += [ctypes.c_void_p, ctypes.c_int32]
+        self._matvecs = library.tl_matvecs_only
+        self._matvecs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
         keep: list[torch.Tensor] = []  # every buffer the C struct points into lives as long as self
 
         def hold(tensor: torch.Tensor) -> int:
@@ -183,6 +185,10 @@ class FusedDecoder:
         if status != 0:
             raise ValueError(f"token {token_id} at position {pos} is outside the vocabulary or the cache")
         return self._logits[:, : self.vocab]
+
+    def matvecs_only(self) -> None:
+        """One step's matrix-vector products alone, same panels and threads (the benchmark's floor)."""
+        self._matvecs(self._address, self._logits.data_ptr(), torch.get_num_threads())
 
 
 def fused_decoder_for(model: LLM) -> FusedDecoder | None:

@@ -127,11 +127,12 @@ def generate(
     eos_id: int | None = None,
     weight_dtype: torch.dtype = torch.float32,
     on_token: OnToken | None = None,
+    fused: bool = True,
 ) -> Generation:
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
     The prompt runs through ``LLM.forward``; each new token through ``decoder.step_decoder``'s choice (the
-    compiled ``FusedDecoder`` for float32 on CPU, else ``FastDecoder`` with its matrices in ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
+    compiled ``FusedDecoder`` for float32 on CPU unless ``fused`` is false, else ``FastDecoder`` with its matrices in ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
     """
     context = model.config.max_seq_len
     if not prompt_ids:
@@ -141,7 +142,7 @@ def generate(
     device = model.tok_emb.weight.device
     cache = model.new_cache(1)
     compiled = model.__dict__.get("_compiled_step") is not None
-    decoder = step_decoder(model, weight_dtype) if not compiled and supports(model) else None
+    decoder = step_decoder(model, weight_dtype, fused) if not compiled and supports(model) else None
     views = None if decoder is None else decoder.layer_views(cache)
 
     def next_logits(token_id: int | None) -> torch.Tensor:

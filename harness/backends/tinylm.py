@@ -25,7 +25,7 @@ from tinylm_ref.batch import generate_batch
 from tinylm_ref.bundled import BUNDLED_DIR
 from tinylm_ref.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from tinylm_ref.config import PRESETS, load_config_json
-from tinylm_ref.decoder import WEIGHT_DTYPES
+from tinylm_ref.decoder import WEIGHT_DTYPES, decode_kernel
 from tinylm_ref.model import LLM
 from tinylm_ref.sampling import OnToken
 from tinylm_ref.tokenizer import EOS, decode, load_tokenizer, special_id
@@ -252,6 +252,12 @@ class TinyLMBackend:
         if options.compile:
             model.model.compile_decode()
             model.info.extra["compiled"] = True
+            kernel = {"kernel": "compiled", "reason": "--compile"}
+        elif options.batch_size > 1:
+            kernel = {"kernel": "batched", "reason": f"--batch-size {options.batch_size} decodes through LLM.forward"}
+        else:
+            kernel = decode_kernel(model.model, model.weight_dtype)
+        model.info.extra["decode_kernel"] = kernel  # which step produced the timings (docs/performance.md)
         return model
 
     def _check_spec(self, spec: str, options: LoadOptions) -> None:

@@ -116,6 +116,22 @@ def test_run_writes_directory_and_same_seed_gives_same_tokens(tmp_path, tiny_che
     assert "tps" in (tmp_path / "a" / "summary.csv").read_text()
 
 
+def test_the_manifest_names_the_decode_step_and_the_fallback_samples_the_same_tokens(tmp_path):
+    """The fused C step is the default where it builds; switched off (as without a compiler) the run says so
+    in the manifest, with the reason, and samples the same tokens through FastDecoder."""
+    from tinylm_ref import native
+
+    suite = write_suite(tmp_path, n_prompts=2, samples=2)
+    base = ("run", suite, "--models", "2.5m", "--no-report", "--no-progress")
+    harness(*base, "--out", tmp_path / "fused", check=0)
+    harness(*base, "--out", tmp_path / "eager", env={"TINYLM_FUSED": "0"}, check=0)
+    kernels = [load_run(tmp_path / d).manifest.models[0].info["extra"]["decode_kernel"] for d in ("fused", "eager")]
+    expected = {"kernel": "fused", "reason": None} if native.load_kernel() else {"kernel": "eager"}
+    assert kernels[0].items() >= expected.items()
+    assert kernels[1] == {"kernel": "eager", "reason": "disabled by TINYLM_FUSED=0"}
+    assert ids_by_key(tmp_path / "fused") == ids_by_key(tmp_path / "eager")
+
+
 def test_sample_does_not_depend_on_other_models_or_order(tmp_path, tiny_checkpoint):
     suite = write_suite(tmp_path, n_prompts=3, samples=1)
     harness(

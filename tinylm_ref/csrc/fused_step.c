@@ -145,16 +145,18 @@ static void attend(const TlModel *m, int h, int pos, float *keys, float *values)
     }
 }
 
-/* Logits (vocab) after feeding token at position pos. k_cache/v_cache are (n_layers, 1, n_heads,
- * capacity, head_dim) float32; slot pos of every layer is written. Returns 0, or -1 on bad arguments. */
-int tl_step(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float *v_cache, int32_t capacity,
-            float *logits, int32_t threads) {
+/* The step, or (full = 0) only its matrix-vector products with the same panels, threads and barriers: the
+ * floor benchmarks/decode_speed.py compares the step against, so what it prints as "outside the matrix
+ * products" is the norms, attention, activation and embedding work alone. */
+static int run(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float *v_cache, int32_t capacity,
+               float *logits, int32_t threads, int full) {
     if (token < 0 || token >= m->vocab || pos < 0 || pos >= capacity) return -1;
     if (threads < 1) threads = 1;
     if (threads > m->max_threads) threads = m->max_threads;
-    const int C = m->dim, H = m->n_heads, D = m->head_dim, Fd = m->ffn_dim;
-    for (int i = 0; i < C; i++) m->x[i] = m->tok_emb[(size_t)token * C + i] + m->pos_emb[(size_t)pos * C + i];
-    const size_t layer_stride = (size_t)H * capacity * D;
+    const int C = m->dim, H = m->n_heads, Fd = m->ffn_dim;
+    const size_t layer_stride = (size_t)H * capacity * m->head_dim;
+    if (full)
+        for (int i = 0; i < C; i++) m->x[i] = m->tok_emb[(size_t)token * C + i] + m->pos_emb[(size_t)pos * C + i];
 
 #pragma omp parallel num_threads(threads)
     {
@@ -166,20 +168,22 @@ int tl_step(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float 
         float *normed = m->normed + (size_t)t * C;
         int lo, hi;
         for (int layer = 0; layer < m->n_layers; layer++) {
-            normalise(m->x, normed, C, m->attn_eps[layer]);
+            if (full) normalise(m->x, normed, C, m->attn_eps[layer]);
             split(panels(3 * C), t, nt, &lo, &hi);
             gemv_store(m->qkv[layer], normed, C, 3 * C, lo, hi, m->qkv_out, 0);
 #pragma omp barrier
-            split(H, t, nt, &lo, &hi);
-            for (int h = lo; h < hi; h++) {
-                size_t head = layer * layer_stride + (size_t)h * capacity * D;
-                attend(m, h, pos, k_cache + head, v_cache + head);
+            if (full) {
+                split(H, t, nt, &lo, &hi);
+                for (int h = lo; h < hi; h++) {
+                    size_t head = layer * layer_stride + (size_t)h * capacity * m->head_dim;
+                    attend(m, h, pos, k_cache + head, v_cache + head);
+                }
+#pragma omp barrier
             }
-#pragma omp barrier
             split(panels(C), t, nt, &lo, &hi);
-            gemv_store(m->proj[layer], m->attn_out, C, C, lo, hi, m->x, 1);
+            gemv_store(m->proj[layer], m->attn_out, C, C, lo, hi, full ? m->x : m->attn_out, full);
 #pragma omp barrier
-            normalise(m->x, normed, C, m->ffn_eps[layer]);
+            if (full) normalise(m->x, normed, C, m->ffn_eps[layer]);
             split(panels(2 * Fd), t, nt, &lo, &hi);
             v16 acc[1][PANEL / 16];
             for (int p = lo; p < hi; p++) {
@@ -187,19 +191,31 @@ int tl_step(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float 
                 const float *a = (const float *)acc[0];
                 for (int j = 0; j < HALF && p * HALF + j < Fd; j++) {
                     const float g = a[j];
-                    m->act[p * HALF + j] = g / (1.0f + expf(-g)) * a[HALF + j];
+                    m->act[p * HALF + j] = full ? g / (1.0f + expf(-g)) * a[HALF + j] : g;
                 }
             }
 #pragma omp barrier
             split(panels(C), t, nt, &lo, &hi);
-            gemv_store(m->down[layer], m->act, Fd, C, lo, hi, m->x, 1);
+            gemv_store(m->down[layer], m->act, Fd, C, lo, hi, full ? m->x : m->attn_out, full);
 #pragma omp barrier
         }
-        normalise(m->x, normed, C, m->final_eps);
+        if (full) normalise(m->x, normed, C, m->final_eps);
         split(panels(m->vocab), t, nt, &lo, &hi);
         gemv_store(m->head, normed, C, m->vocab, lo, hi, logits, 0);
     }
     return 0;
+}
+
+/* Logits (vocab) after feeding token at position pos. k_cache/v_cache are (n_layers, 1, n_heads,
+ * capacity, head_dim) float32; slot pos of every layer is written. Returns 0, or -1 on bad arguments. */
+int tl_step(const TlModel *m, int32_t token, int32_t pos, float *k_cache, float *v_cache, int32_t capacity,
+            float *logits, int32_t threads) {
+    return run(m, token, pos, k_cache, v_cache, capacity, logits, threads, 1);
+}
+
+/* The same step's matrix-vector products alone (benchmarks only: the outputs are meaningless). */
+int tl_matvecs_only(const TlModel *m, float *logits, int32_t threads) {
+    return run(m, 0, 0, 0, 0, 1, logits, threads, 0);
 }
 
 /* Lets the loader check it has the build of the source it expects. */
