@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,25 @@ class PassResult:
         self._consecutive = 0
 
 
+_TOKEN_TEXTS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def token_texts(model: Model, ids: list[int]) -> list[str]:
+    """Each token's own text, memoised per model: a token id always decodes the same, and decoding one at a
+    time cost a tokenizer call per generated token (a request per token for a served model)."""
+    try:
+        memo = _TOKEN_TEXTS.setdefault(model, {})
+    except TypeError:  # a model object that cannot be weakly referenced: no memo
+        memo = {}
+    out = []
+    for token in ids:
+        text = memo.get(token)
+        if text is None:
+            text = memo[token] = model.decode([token])
+        out.append(text)
+    return out
+
+
 def sample_record(
     suite: LoadedSuite,
     model: Model,
@@ -79,7 +99,7 @@ def sample_record(
         "prompt_tokens": len(prompt_ids),
         "output_text": model.decode(generation.tokens),
         "output_ids": list(generation.tokens),
-        "output_tokens": [model.decode([token]) for token in generation.tokens],  # for the report's token view
+        "output_tokens": token_texts(model, generation.tokens),  # for the report's token view
         "eos_hit": bool(generation.eos_hit),
         "stop_reason": generation.stop_reason,
         "token_times_ms": [round((t - start) / 1e6, 4) for t in generation.token_times_ns],

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 import torch
 
 from tinylm_ref.decoder import step_decoder, supports
+from tinylm_ref.fused_decoder import FusedDecoder
 from tinylm_ref.generation import Generation
 from tinylm_ref.model import LLM
 
@@ -140,9 +141,10 @@ def generate(
     if len(prompt_ids) >= context:
         raise ValueError(f"prompt has {len(prompt_ids)} tokens; the context holds {context} with room for one more")
     device = model.tok_emb.weight.device
-    cache = model.new_cache(1)
     compiled = model.__dict__.get("_compiled_step") is not None
     decoder = step_decoder(model, weight_dtype, fused) if not compiled and supports(model) else None
+    pooled = isinstance(decoder, FusedDecoder)
+    cache = decoder.take_cache(model) if pooled else model.new_cache(1)
     views = None if decoder is None else decoder.layer_views(cache)
 
     def next_logits(token_id: int | None) -> torch.Tensor:
@@ -157,6 +159,10 @@ def generate(
         return logits
 
     stop_ids = () if eos_id is None else (eos_id,)
-    return sample_loop(
-        next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device, on_token
-    )
+    try:
+        return sample_loop(
+            next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device, on_token
+        )
+    finally:
+        if pooled:
+            decoder.give_back(cache)
