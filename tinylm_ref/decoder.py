@@ -207,7 +207,7 @@ class FastDecoder:
         return self.head.linear(x).mul_(self._inv_rms(x, self.final_eps))
 
 
-#: per model: {weight dtype or "fused": (parameter key, decoder)}
+#: per model: {weight dtype (FastDecoder) or ("fused", weight dtype): (parameter key, decoder)}
 _DECODERS: weakref.WeakKeyDictionary[LLM, dict] = weakref.WeakKeyDictionary()
 
 
@@ -258,21 +258,21 @@ def fast_decoder(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FastD
 def step_decoder(
     model: LLM, weight_dtype: torch.dtype = torch.float32, fused: bool = True
 ) -> FastDecoder | FusedDecoder:
-    """The decoder ``sampling.generate`` uses: the compiled ``FusedDecoder`` for float32 weights on CPU when
-    its kernel is available (:mod:`tinylm_ref.native`) and ``fused``, else ``FastDecoder``. Cached and
-    rebuilt like ``fast_decoder``."""
+    """The decoder ``sampling.generate`` uses: the compiled ``FusedDecoder`` (matrices in ``weight_dtype``) for a
+    float32 model on CPU when its kernel is available (:mod:`tinylm_ref.native`) and ``fused``, else
+    ``FastDecoder``. Cached and rebuilt like ``fast_decoder``."""
     on_cpu = model.tok_emb.weight.device.type == "cpu"
-    if not fused or weight_dtype != torch.float32 or not on_cpu or load_kernel() is None:
+    if not fused or weight_dtype not in WEIGHT_DTYPES.values() or not on_cpu or load_kernel() is None:
         return fast_decoder(model, weight_dtype)
     key = _parameter_key(model)
     per_kind = _DECODERS.setdefault(model, {})
-    cached = per_kind.get("fused")
+    cached = per_kind.get(("fused", weight_dtype))
     if cached is not None and cached[0] == key:
         return cached[1]
-    decoder = fused_decoder_for(model)
+    decoder = fused_decoder_for(model, weight_dtype)
     if decoder is None:
         return fast_decoder(model, weight_dtype)
-    per_kind["fused"] = (key, decoder)
+    per_kind[("fused", weight_dtype)] = (key, decoder)
     return decoder
 
 
@@ -282,8 +282,6 @@ def decode_kernel(model: LLM, weight_dtype: torch.dtype = torch.float32) -> dict
     for weights cast away from float32) and ``reason`` says why the fused step is not used."""
     if not supports(model):
         return {"kernel": "module", "reason": f"weights are {str(model.tok_emb.weight.dtype).removeprefix('torch.')}"}
-    if weight_dtype != torch.float32:
-        return {"kernel": "eager", "reason": "the fused step is float32 only"}
     if model.tok_emb.weight.device.type != "cpu":
         return {"kernel": "eager", "reason": f"the fused step is CPU only (device {model.tok_emb.weight.device})"}
     if load_kernel() is None:

@@ -1,4 +1,4 @@
-"""The default CPU float32 decode step: the whole step in one call to the compiled kernel (``csrc/fused_step.c``).
+"""The default CPU decode step: the whole step in one call to the compiled kernel (``csrc/fused_step.c``).
 
 ``FastDecoder`` spends most of a small preset's token outside the matrix products: each of its ~20 ops per
 layer is a separate dispatch from Python. ``FusedDecoder`` does the same math (gains folded into the next
@@ -6,8 +6,11 @@ matrix, the attention scale into the query rows, residual adds fused) in one C c
 matrices in a panel layout its kernel streams forwards. It reads and writes the same ``KVCache`` as
 ``LLM.forward``, so the prompt's prefill stays in PyTorch and the decode continues from its cache.
 
-Its logits differ from ``LLM.forward``'s in float32 rounding only (tests hold them to 1e-4 relative); the
-order of each sum is fixed, so they do not change with the thread count.
+Its float32 logits differ from ``LLM.forward``'s in float32 rounding only (tests hold them to 1e-5
+relative); the order of each sum is fixed, so they do not change with the thread count. With
+``weight_dtype=torch.bfloat16`` the layer matrices are held in bf16 and their inputs rounded to bf16, as
+``FastDecoder``'s bf16 mode does (products accumulate in float32; the head, norms, attention, cache and
+logits stay float32).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class _TlModel(ctypes.Structure):
     _fields_ = [
         *((name, ctypes.c_int32) for name in ("dim", "n_layers", "n_heads", "head_dim", "ffn_dim", "vocab")),
         ("max_threads", ctypes.c_int32),
+        ("bf16", ctypes.c_int32),
         ("tok_emb", ctypes.c_void_p),
         ("pos_emb", ctypes.c_void_p),
         ("qkv", _Pointers),
@@ -71,12 +75,15 @@ def _eps(norm: torch.nn.RMSNorm) -> float:
 
 
 class FusedDecoder:
-    """One decode step for a batch of one sequence, reading and extending a ``KVCache`` (CPU, float32)."""
+    """One decode step for a batch of one sequence, reading and extending a float32 ``KVCache`` on CPU."""
 
     kernel = "fused"
 
-    def __init__(self, model: LLM, library: ctypes.CDLL) -> None:
+    def __init__(self, model: LLM, library: ctypes.CDLL, weight_dtype: torch.dtype = torch.float32) -> None:
+        if weight_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"the fused step holds its matrices in float32 or bfloat16, not {weight_dtype}")
         cfg = model.config
+        self.weight_dtype = weight_dtype
         self.max_seq_len = cfg.max_seq_len
         self.vocab = cfg.vocab_size
         self._step = library.tl_step
@@ -92,6 +99,14 @@ class FusedDecoder:
             keep.append(tensor)
             return tensor.data_ptr()
 
+        def hold_matrix(panels: torch.Tensor) -> int:
+            """A layer matrix's panels in the weight dtype (bf16 travels as its raw 16-bit patterns)."""
+            if weight_dtype == torch.float32:
+                return hold(panels)
+            raw = panels.to(torch.bfloat16).contiguous().view(torch.int16)
+            keep.append(raw)
+            return raw.data_ptr()
+
         def folded(weight: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
             w = weight.detach().float().clone()
             return w if gain is None else w * gain.detach().float()[None, :]
@@ -101,10 +116,11 @@ class FusedDecoder:
             for block in model.blocks:
                 w = folded(block.attn.qkv.weight, block.attn_norm.weight)
                 w[: cfg.dim] *= cfg.head_dim**-0.5
-                qkv.append(hold(panel_layout(w)))
-                proj.append(hold(panel_layout(folded(block.attn.proj.weight, None))))
-                gate_up.append(hold(gate_up_layout(folded(block.ffn.gate_up.weight, block.ffn_norm.weight), cfg.ffn_dim)))
-                down.append(hold(panel_layout(folded(block.ffn.down.weight, None))))
+                qkv.append(hold_matrix(panel_layout(w)))
+                proj.append(hold_matrix(panel_layout(folded(block.attn.proj.weight, None))))
+                gate_up_w = folded(block.ffn.gate_up.weight, block.ffn_norm.weight)
+                gate_up.append(hold_matrix(gate_up_layout(gate_up_w, cfg.ffn_dim)))
+                down.append(hold_matrix(panel_layout(folded(block.ffn.down.weight, None))))
             head = hold(panel_layout(folded(model.head.weight, model.norm.weight)))
             tok_emb, pos_emb = hold(model.tok_emb.weight), hold(model.pos_emb.weight)
 
@@ -136,6 +152,7 @@ class FusedDecoder:
             ffn_dim=cfg.ffn_dim,
             vocab=cfg.vocab_size,
             max_threads=self.max_threads,
+            bf16=int(weight_dtype == torch.bfloat16),
             tok_emb=tok_emb,
             pos_emb=pos_emb,
             qkv=ctypes.cast(self._arrays[0], _Pointers),
@@ -208,10 +225,10 @@ class FusedDecoder:
         self._matvecs(self._address, self._logits.data_ptr(), torch.get_num_threads())
 
 
-def fused_decoder_for(model: LLM) -> FusedDecoder | None:
+def fused_decoder_for(model: LLM, weight_dtype: torch.dtype = torch.float32) -> FusedDecoder | None:
     """A ``FusedDecoder`` for a float32 CPU model when the kernel is available, else ``None``."""
     param = model.tok_emb.weight
     if param.device.type != "cpu" or param.dtype != torch.float32:
         return None
     library = load_kernel()
-    return None if library is None else FusedDecoder(model, library)
+    return None if library is None else FusedDecoder(model, library, weight_dtype)

@@ -133,7 +133,8 @@ def generate(
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
     The prompt runs through ``LLM.forward``; each new token through ``decoder.step_decoder``'s choice (the
-    compiled ``FusedDecoder`` for float32 on CPU unless ``fused`` is false, else ``FastDecoder`` with its matrices in ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
+    compiled ``FusedDecoder`` on CPU unless ``fused`` is false, else ``FastDecoder``; either holds its matrices in
+    ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
     """
     context = model.config.max_seq_len
     if not prompt_ids:

@@ -73,6 +73,35 @@ def test_fused_logits_match_the_full_forward_at_every_position(shape):
 
 
 @needs_kernel
+def test_bf16_matrices_round_where_fast_decoder_rounds():
+    """--dtype bfloat16: the layer matrices and their inputs and outputs in bf16, the head in float32. The
+    fused step quantises at the same points as FastDecoder's bf16 mode, so the two differ only where a float32
+    sum's last bit tips a bf16 rounding (a few bf16 ulps at most), far less than bf16 differs from float32."""
+    config = SHAPES["preset-like"]
+    model = _random_model(config)
+    ids = torch.randint(0, config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(3))
+    fused_bf16 = fused_decoder_for(model, torch.bfloat16)
+    assert {t.dtype for t in fused_bf16._keep if t.dtype != torch.float32} == {torch.int16}  # bf16 bit patterns
+    got = _fused_logits(model, fused_bf16, ids, prefix=4)
+    eager = step_decoder(model, torch.bfloat16, fused=False)
+    cache = model.new_cache(1)
+    with torch.inference_mode():
+        model(ids[:, :4], cache=cache)
+        views = eager.layer_views(cache)
+        want = []
+        for t in range(4, 40):
+            want.append(eager.step(int(ids[0, t]), t, views)[0])
+            cache.length = t + 1
+    want = torch.stack(want)
+    with torch.inference_mode():
+        full = model(ids)[0, 4:]
+    scale = full.abs().max().item()
+    to_eager, to_float32 = (got - want).abs().max().item() / scale, (got - full).abs().max().item() / scale
+    assert to_eager < 1e-2
+    assert 1e-4 < to_float32 < 5e-2  # bf16 really is in use, and stays close
+
+
+@needs_kernel
 def test_fused_steps_are_bitwise_the_same_at_one_and_two_threads():
     """Each output is summed by one thread in a fixed order, so the thread policy cannot move a decode step's
     log-probs (the prompt's prefill runs in PyTorch, whose reductions can: it runs once, before the split)."""
@@ -104,8 +133,8 @@ def test_generation_uses_the_fused_step_and_samples_the_eager_tokens(preset):
     """On the bundled checkpoints the fused step samples exactly FastDecoder's tokens (the CI baseline's)."""
     ckpt = load_checkpoint(REPO / "tinylm_ref" / "checkpoints" / preset)
     model = ckpt.model.eval()
-    assert decode_kernel(model) == {"kernel": "fused", "reason": None}
-    assert isinstance(step_decoder(model), FusedDecoder)
+    assert decode_kernel(model) == decode_kernel(model, torch.bfloat16) == {"kernel": "fused", "reason": None}
+    assert isinstance(step_decoder(model), FusedDecoder) and isinstance(step_decoder(model, torch.bfloat16), FusedDecoder)
     assert isinstance(step_decoder(model, fused=False), FastDecoder)
     prompt = ckpt.tokenizer.encode("Once upon a time, there was a little dog.").ids
     for seed in range(3):

@@ -32,17 +32,21 @@
 #define HALF (PANEL / 2)
 
 typedef float v16 __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
 
 /* Everything the step reads, filled in by ctypes; the Python side keeps the tensors alive. */
 typedef struct {
     int32_t dim, n_layers, n_heads, head_dim, ffn_dim, vocab;
     int32_t max_threads;
+    int32_t bf16;                 /* 1: layer matrices are bfloat16 panels and their inputs are rounded to
+                                     bfloat16 (--dtype bfloat16); the head stays float32 */
     const float *tok_emb;         /* (vocab, dim) */
     const float *pos_emb;         /* (max_seq_len, dim) */
-    const float *const *qkv;      /* per layer: panels of (3 * dim) rows x dim */
-    const float *const *proj;     /* per layer: panels of dim rows x dim */
-    const float *const *gate_up;  /* per layer: interleaved panels of (2 * ffn) rows x dim */
-    const float *const *down;     /* per layer: panels of dim rows x ffn */
+    const void *const *qkv;       /* per layer: panels of (3 * dim) rows x dim */
+    const void *const *proj;      /* per layer: panels of dim rows x dim */
+    const void *const *gate_up;   /* per layer: interleaved panels of (2 * ffn) rows x dim */
+    const void *const *down;      /* per layer: panels of dim rows x ffn */
     const float *head;            /* panels of vocab rows x dim */
     const float *attn_eps;        /* per layer */
     const float *ffn_eps;         /* per layer */
@@ -80,26 +84,69 @@ static void gemv_panels(const float *restrict w, const float *restrict x, int n_
     }
 }
 
+/* bfloat16 -> float32 is a 16-bit shift of the bits: exact, and two vector instructions per 16 weights. */
+static inline v16 widen(v16h h) { return (v16)(__builtin_convertvector(h, v16u) << 16); }
+
+/* The same with bfloat16 panels: half the bytes streamed per token, the products still in float32. */
+static void gemv_panels_bf16(const uint16_t *restrict w, const float *restrict x, int n_in, int p0, int p1,
+                             v16 out[][PANEL / 16]) {
+    for (int p = p0; p < p1; p++) {
+        const v16h *wp = (const v16h *)(w + (size_t)p * n_in * PANEL);
+        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        int i = 0;
+        for (; i + 1 < n_in; i += 2, wp += 8) {
+            const float xa = x[i], xb = x[i + 1];
+            a0 += xa * widen(wp[0]); a1 += xa * widen(wp[1]); a2 += xa * widen(wp[2]); a3 += xa * widen(wp[3]);
+            b0 += xb * widen(wp[4]); b1 += xb * widen(wp[5]); b2 += xb * widen(wp[6]); b3 += xb * widen(wp[7]);
+        }
+        if (i < n_in) {
+            const float xa = x[i];
+            a0 += xa * widen(wp[0]); a1 += xa * widen(wp[1]); a2 += xa * widen(wp[2]); a3 += xa * widen(wp[3]);
+        }
+        out[p - p0][0] = a0 + b0; out[p - p0][1] = a1 + b1;
+        out[p - p0][2] = a2 + b2; out[p - p0][3] = a3 + b3;
+    }
+}
+
+static inline void gemv_any(const void *w, int bf16, const float *x, int n_in, int p0, int p1, v16 out[][PANEL / 16]) {
+    if (bf16)
+        gemv_panels_bf16((const uint16_t *)w, x, n_in, p0, p1, out);
+    else
+        gemv_panels((const float *)w, x, n_in, p0, p1, out);
+}
+
+/* Round to the nearest bfloat16 (ties to even), kept in a float: what a bf16 matrix's input is in
+ * FastDecoder's bf16 mode (x.to(torch.bfloat16)); NaN and inf pass through. */
+static inline float round_bf16(float x) {
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7f800000u) == 0x7f800000u) return x;
+    v.u = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) & 0xffff0000u;
+    return v.f;
+}
+
 /* The share [*lo, *hi) of n items that thread t of nt takes. */
 static inline void split(int n, int t, int nt, int *lo, int *hi) {
     *lo = (int)((int64_t)n * t / nt);
     *hi = (int)((int64_t)n * (t + 1) / nt);
 }
 
-/* Writes PANEL outputs per panel of [p0, p1) into y (optionally adding them to it), clipped to rows. */
-static void gemv_store(const float *restrict w, const float *restrict x, int n_in, int rows, int p0, int p1,
-                       float *restrict y, int accumulate) {
+/* Writes PANEL outputs per panel of [p0, p1) into y, times scale (or adds them to y, unscaled), clipped to rows;
+ * with bf16 panels each output is first rounded to bfloat16. */
+static void gemv_store(const void *restrict w, int bf16, const float *restrict x, int n_in, int rows, int p0,
+                       int p1, float *restrict y, int accumulate, float scale) {
     v16 acc[4][PANEL / 16];
     for (int p = p0; p < p1; p += 4) {
         int q = p + 4 < p1 ? p + 4 : p1;
-        gemv_panels(w, x, n_in, p, q, acc);
+        gemv_any(w, bf16, x, n_in, p, q, acc);
         for (int k = p; k < q; k++) {
             const float *a = (const float *)acc[k - p];
             int base = k * PANEL, n = rows - base < PANEL ? rows - base : PANEL;
-            if (accumulate)
+            if (bf16)  /* a bf16 matrix's product is a bf16 tensor in FastDecoder: round it the same way */
+                for (int j = 0; j < n; j++) y[base + j] = accumulate ? y[base + j] + round_bf16(a[j]) : round_bf16(a[j]) * scale;
+            else if (accumulate)
                 for (int j = 0; j < n; j++) y[base + j] += a[j];
             else
-                for (int j = 0; j < n; j++) y[base + j] = a[j];
+                for (int j = 0; j < n; j++) y[base + j] = a[j] * scale;
         }
     }
 }
@@ -110,9 +157,17 @@ static inline float inv_rms(const float *x, int n, float eps) {
     return 1.0f / sqrtf(sum / (float)n + eps);
 }
 
-static inline void normalise(const float *restrict x, float *restrict out, int n, float eps) {
+/* The input of the matrix after an RMSNorm, and the scale its products still need. float32: x / rms(x) and
+ * 1. bfloat16: x rounded to bf16 and 1 / rms(x), applied to the products, as FastDecoder's bf16 mode does
+ * (it rounds the un-normalised row and scales the output). */
+static inline float normalise(const float *restrict x, float *restrict out, int n, float eps, int bf16) {
     const float r = inv_rms(x, n, eps);
+    if (bf16) {
+        for (int i = 0; i < n; i++) out[i] = round_bf16(x[i]);
+        return r;
+    }
     for (int i = 0; i < n; i++) out[i] = x[i] * r;
+    return 1.0f;
 }
 
 /* One head's attention over positions 0..pos; q is pre-scaled. Writes this head's k and v at pos first. */
@@ -143,6 +198,8 @@ static void attend(const TlModel *m, int h, int pos, float *keys, float *values)
         const float p = s[t] / total, *vt = values + (size_t)t * D;
         for (int d = 0; d < D; d++) y[d] += p * vt[d];
     }
+    if (m->bf16)
+        for (int d = 0; d < D; d++) y[d] = round_bf16(y[d]);
 }
 
 /* The step, or (full = 0) only its matrix-vector products with the same panels, threads and barriers: the
@@ -167,10 +224,11 @@ static int run(const TlModel *m, int32_t token, int32_t pos, float *k_cache, flo
 #endif
         float *normed = m->normed + (size_t)t * C;
         int lo, hi;
+        const int bf16 = m->bf16;
         for (int layer = 0; layer < m->n_layers; layer++) {
-            if (full) normalise(m->x, normed, C, m->attn_eps[layer]);
+            float scale = full ? normalise(m->x, normed, C, m->attn_eps[layer], bf16) : 1.0f;
             split(panels(3 * C), t, nt, &lo, &hi);
-            gemv_store(m->qkv[layer], normed, C, 3 * C, lo, hi, m->qkv_out, 0);
+            gemv_store(m->qkv[layer], bf16, normed, C, 3 * C, lo, hi, m->qkv_out, 0, scale);
 #pragma omp barrier
             if (full) {
                 split(H, t, nt, &lo, &hi);
@@ -181,27 +239,28 @@ static int run(const TlModel *m, int32_t token, int32_t pos, float *k_cache, flo
 #pragma omp barrier
             }
             split(panels(C), t, nt, &lo, &hi);
-            gemv_store(m->proj[layer], m->attn_out, C, C, lo, hi, full ? m->x : m->attn_out, full);
+            gemv_store(m->proj[layer], bf16, m->attn_out, C, C, lo, hi, full ? m->x : m->attn_out, full, 1.0f);
 #pragma omp barrier
-            if (full) normalise(m->x, normed, C, m->ffn_eps[layer]);
+            scale = full ? normalise(m->x, normed, C, m->ffn_eps[layer], bf16) : 1.0f;
             split(panels(2 * Fd), t, nt, &lo, &hi);
             v16 acc[1][PANEL / 16];
             for (int p = lo; p < hi; p++) {
-                gemv_panels(m->gate_up[layer], normed, C, p, p + 1, acc);
+                gemv_any(m->gate_up[layer], bf16, normed, C, p, p + 1, acc);
                 const float *a = (const float *)acc[0];
                 for (int j = 0; j < HALF && p * HALF + j < Fd; j++) {
-                    const float g = a[j];
-                    m->act[p * HALF + j] = full ? g / (1.0f + expf(-g)) * a[HALF + j] : g;
+                    const float gate = bf16 ? round_bf16(a[j]) : a[j], up = bf16 ? round_bf16(a[HALF + j]) : a[HALF + j];
+                    const float g = gate * scale, act = full ? g / (1.0f + expf(-g)) * (up * scale) : g;
+                    m->act[p * HALF + j] = bf16 ? round_bf16(act) : act;
                 }
             }
 #pragma omp barrier
             split(panels(C), t, nt, &lo, &hi);
-            gemv_store(m->down[layer], m->act, Fd, C, lo, hi, full ? m->x : m->attn_out, full);
+            gemv_store(m->down[layer], bf16, m->act, Fd, C, lo, hi, full ? m->x : m->attn_out, full, 1.0f);
 #pragma omp barrier
         }
-        if (full) normalise(m->x, normed, C, m->final_eps);
+        if (full) normalise(m->x, normed, C, m->final_eps, 0);  /* the head is float32 in every mode */
         split(panels(m->vocab), t, nt, &lo, &hi);
-        gemv_store(m->head, normed, C, m->vocab, lo, hi, logits, 0);
+        gemv_store(m->head, 0, normed, C, m->vocab, lo, hi, logits, 0, 1.0f);
     }
     return 0;
 }
@@ -219,4 +278,4 @@ int tl_matvecs_only(const TlModel *m, float *logits, int32_t threads) {
 }
 
 /* Lets the loader check it has the build of the source it expects. */
-int tl_abi_version(void) { return 1; }
+int tl_abi_version(void) { return 2; }
