@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from tinylm_ref.fused_decoder import FusedDecoder, fused_decoder_for
 from tinylm_ref.model import LLM, KVCache
-from tinylm_ref.native import load_kernel, unavailable_reason
+from tinylm_ref.native import build_note, load_kernel, unavailable_reason
 
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -279,14 +279,15 @@ def step_decoder(
 def decode_kernel(model: LLM, weight_dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
     """What ``step_decoder`` runs for this model, for the run record: ``{"kernel", "reason"}``, where
     ``kernel`` is ``fused`` (compiled step), ``eager`` (``FastDecoder``) or ``module`` (``LLM.decode_step``,
-    for weights cast away from float32) and ``reason`` says why the fused step is not used."""
+    for weights cast away from float32) and ``reason`` says why the fused step is not used (or, for a fused
+    step built without OpenMP, that it runs on one thread)."""
     if not supports(model):
         return {"kernel": "module", "reason": f"weights are {str(model.tok_emb.weight.dtype).removeprefix('torch.')}"}
     if model.tok_emb.weight.device.type != "cpu":
         return {"kernel": "eager", "reason": f"the fused step is CPU only (device {model.tok_emb.weight.device})"}
     if load_kernel() is None:
         return {"kernel": "eager", "reason": unavailable_reason()}
-    return {"kernel": "fused", "reason": None}
+    return {"kernel": "fused", "reason": build_note()}
 
 
 def forget(model: LLM) -> None:

@@ -9,8 +9,9 @@ the source, the compiler, its flags and the CPU's model and flags, so a cache on
 never hands one CPU another's instructions.
 
 Without a C compiler, or with ``TINYLM_FUSED=0``, :func:`load_kernel` returns ``None`` with the reason in
-:func:`unavailable_reason`, and decoding uses the eager ``FastDecoder`` (slower, same contract). Concurrent
-processes may build at once: each writes a private temporary file and renames it into place.
+:func:`unavailable_reason`, and decoding uses the eager ``FastDecoder`` (slower, same contract). A compiler
+without OpenMP builds a single-threaded step (:func:`build_note` says so). Concurrent processes may build
+at once: each writes a private temporary file and renames it into place.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_step.c"
 ABI_VERSION = 2
 DISABLE_ENV, CACHE_ENV, COMPILER_ENV = "TINYLM_FUSED", "TINYLM_KERNEL_CACHE", "CC"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+#: A compiler without OpenMP (clang without libomp) still builds the step, single-threaded.
+FLAGS_SERIAL = tuple(flag for flag in FLAGS if flag != "-fopenmp")
 BUILD_TIMEOUT_S = 300  # a cold build takes about a second; a loaded machine may take far longer
 
 _state: dict[str, object] = {}
@@ -74,13 +77,13 @@ def cache_dir() -> Path:
     return Path(base) / "tinylm_ref" / "kernels"
 
 
-def _build(compiler: str, target: Path) -> None:
+def _build(compiler: str, flags: tuple[str, ...], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(fd)
     try:
         result = subprocess.run(
-            [compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+            [compiler, *flags, "-o", tmp, str(SOURCE), "-lm"],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT_S,
@@ -101,13 +104,23 @@ def _load() -> ctypes.CDLL:
     compiler = find_compiler()
     if compiler is None:
         raise RuntimeError("no C compiler found (install gcc or clang, or set CC)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([source, _compiler_version(compiler).encode(), " ".join(FLAGS).encode(), cpu_signature().encode()])
-    ).hexdigest()[:20]
-    target = cache_dir() / f"fused_step-{key}.so"
-    if not target.exists():
-        _build(compiler, target)
+    source, version, cpu = SOURCE.read_bytes(), _compiler_version(compiler).encode(), cpu_signature().encode()
+
+    def target_for(flags: tuple[str, ...]) -> Path:
+        key = hashlib.sha256(b"\0".join([source, version, " ".join(flags).encode(), cpu])).hexdigest()[:20]
+        return cache_dir() / f"fused_step-{key}.so"
+
+    target, serial = target_for(FLAGS), target_for(FLAGS_SERIAL)
+    if not target.exists() and serial.exists():
+        target = serial  # this compiler was found to lack OpenMP before
+    elif not target.exists():
+        try:
+            _build(compiler, FLAGS, target)
+        except RuntimeError as exc:
+            _build(compiler, FLAGS_SERIAL, serial)  # raises, with the compiler's message, if this fails too
+            target, _state["note"] = serial, f"built without OpenMP, one thread ({exc})"
+    if target == serial and "note" not in _state:
+        _state["note"] = "built without OpenMP, one thread"
     library = ctypes.CDLL(str(target))
     if library.tl_abi_version() != ABI_VERSION:
         raise RuntimeError(f"{target} has ABI {library.tl_abi_version()}, expected {ABI_VERSION}; delete it")
@@ -122,6 +135,11 @@ def load_kernel() -> ctypes.CDLL | None:
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _state["library"], _state["reason"] = None, str(exc)
     return _state["library"]  # type: ignore[return-value]
+
+
+def build_note() -> str | None:
+    """A caveat about the loaded kernel (built without OpenMP, so single-threaded), else ``None``."""
+    return _state.get("note")  # type: ignore[return-value]
 
 
 def unavailable_reason() -> str | None:

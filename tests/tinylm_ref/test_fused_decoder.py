@@ -197,6 +197,31 @@ def test_a_failing_compiler_is_reported_and_leaves_no_file(fresh_kernel_state, m
     assert list(tmp_path.iterdir()) == []  # the temporary output was removed
 
 
+@needs_kernel
+def test_a_compiler_without_openmp_builds_a_single_threaded_step(fresh_kernel_state, monkeypatch, tmp_path):
+    compiler = tmp_path / "cc-without-openmp"
+    compiler.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = "-fopenmp" ] && { echo "unsupported option -fopenmp" >&2; exit 1; }; done\n'
+        f'exec {native.find_compiler()} "$@"\n'
+    )
+    compiler.chmod(0o755)
+    model = _random_model(SHAPES["odd"])
+    ids = torch.randint(0, SHAPES["odd"].vocab_size, (1, 20), generator=torch.Generator().manual_seed(4))
+    with_openmp = _fused_logits(model, fused_decoder_for(model), ids, prefix=3)
+    native.reset()
+    monkeypatch.setenv("CC", str(compiler))
+    monkeypatch.setenv("TINYLM_KERNEL_CACHE", str(tmp_path / "kernels"))
+    assert native.load_kernel() is not None
+    kernel = decode_kernel(model)
+    assert kernel["kernel"] == "fused" and kernel["reason"].startswith("built without OpenMP, one thread")
+    assert "unsupported option -fopenmp" in kernel["reason"]
+    serial = _fused_logits(model, fused_decoder_for(model), ids, prefix=3)
+    torch.testing.assert_close(serial, with_openmp, rtol=1e-6, atol=1e-6)
+    native.reset()  # a later process finds the serial build in the cache and does not try OpenMP again
+    assert native.load_kernel() is not None and native.build_note() == "built without OpenMP, one thread"
+    assert len(list((tmp_path / "kernels").iterdir())) == 1
+
+
 def test_the_fused_step_can_be_switched_off(fresh_kernel_state, monkeypatch):
     monkeypatch.setenv("TINYLM_FUSED", "0")
     assert native.load_kernel() is None
