@@ -90,6 +90,12 @@ class FusedDecoder:
         self._step.restype = ctypes.c_int
         self._step.argtypes = [ctypes.c_void_p, *(ctypes.c_int32,) * 2, *(ctypes.c_void_p,) * 2, ctypes.c_int32]
         self._step.argtypes += [ctypes.c_void_p, ctypes.c_int32]
+        self._prefill = library.tl_prefill
+        self._prefill.restype = ctypes.c_int
+        self._prefill.argtypes = [ctypes.c_void_p, ctypes.c_void_p, *(ctypes.c_int32,) * 2, *(ctypes.c_void_p,) * 2]
+        self._prefill.argtypes += [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p]
+        self._work = torch.empty(0)
+        self._work_row = 6 * cfg.dim + cfg.ffn_dim  # floats per prompt token (csrc/fused_step.c, tl_prefill)
         self._matvecs = library.tl_matvecs_only
         self._matvecs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
         keep: list[torch.Tensor] = []  # every buffer the C struct points into lives as long as self
@@ -218,6 +224,42 @@ class FusedDecoder:
         )
         if status != 0:
             raise ValueError(f"token {token_id} at position {pos} is outside the vocabulary or the cache")
+        return self._logits[:, : self.vocab]
+
+    @property
+    def prefills(self) -> bool:
+        """Whether :meth:`prefill` runs the prompt here: float32 only, since ``--dtype bfloat16`` keeps a
+        float32 prefill (its first token is the float32 one) and this decoder then holds bf16 matrices."""
+        return self.weight_dtype == torch.float32
+
+    def prefill(self, prompt_ids: list[int], cache: KVCache) -> torch.Tensor:
+        """The prompt through every layer in one call (matrix-matrix products: each weight is read from
+        memory once for the whole prompt); writes its cache slots from ``cache.length`` on and advances it.
+        Returns the last position's logits (1, V), a view the next call overwrites."""
+        n, start = len(prompt_ids), cache.length
+        if not self.prefills:
+            raise ValueError("the fused prefill runs float32 matrices; this decoder holds bfloat16 ones")
+        if n == 0 or start + n > self.max_seq_len:
+            raise ValueError(f"sequence of {start + n} tokens exceeds the context of {self.max_seq_len}")
+        if self._work.numel() < n * self._work_row:
+            self._work = torch.empty(self.max_seq_len * self._work_row)
+        tokens = (ctypes.c_int32 * n)(*prompt_ids)
+        self.layer_views(cache)
+        status = self._prefill(
+            self._address,
+            ctypes.addressof(tokens),
+            n,
+            start,
+            cache.k.data_ptr(),
+            cache.v.data_ptr(),
+            cache.capacity,
+            self._logits.data_ptr(),
+            torch.get_num_threads(),
+            self._work.data_ptr(),
+        )
+        if status != 0:
+            raise ValueError(f"prompt of {n} tokens from position {start}: a token is outside the vocabulary")
+        cache.length = start + n
         return self._logits[:, : self.vocab]
 
     def matvecs_only(self) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch  # noqa: F401  (loads torch's libgomp first, so the kernel's OpenMP resolves to the same runtime)
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "fused_step.c"
-ABI_VERSION = 2
+ABI_VERSION = 3
 DISABLE_ENV, CACHE_ENV, COMPILER_ENV = "TINYLM_FUSED", "TINYLM_KERNEL_CACHE", "CC"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 #: A compiler without OpenMP (clang without libomp) still builds the step, single-threaded.

@@ -132,9 +132,10 @@ def generate(
 ) -> Generation:
     """Sample a continuation of ``prompt_ids`` with a preallocated KV cache (see ``sample_loop``).
 
-    The prompt runs through ``LLM.forward``; each new token through ``decoder.step_decoder``'s choice (the
-    compiled ``FusedDecoder`` on CPU unless ``fused`` is false, else ``FastDecoder``; either holds its matrices in
-    ``weight_dtype``), or through the compiled static-shape step after ``LLM.compile_decode()``.
+    Each new token runs through ``decoder.step_decoder``'s choice (the compiled ``FusedDecoder`` on CPU unless
+    ``fused`` is false, else ``FastDecoder``; either holds its matrices in ``weight_dtype``), or through the
+    compiled static-shape step after ``LLM.compile_decode()``. The prompt runs through the fused prefill with
+    float32 matrices, else through ``LLM.forward`` (so a bf16 run's first token is the float32 one).
     """
     context = model.config.max_seq_len
     if not prompt_ids:
@@ -150,6 +151,8 @@ def generate(
 
     def next_logits(token_id: int | None) -> torch.Tensor:
         if token_id is None:
+            if pooled and decoder.prefills:
+                return decoder.prefill(prompt_ids, cache)
             idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
             return model(idx, cache=cache, last_only=True)[:, -1, :]
         if decoder is None:

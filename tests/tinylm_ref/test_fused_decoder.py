@@ -73,6 +73,44 @@ def test_fused_logits_match_the_full_forward_at_every_position(shape):
 
 
 @needs_kernel
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_prefill_matches_the_full_forward_and_fills_the_cache(shape):
+    """The prompt in one call: the last position's logits, and a cache the decode steps continue from."""
+    config = SHAPES[shape]
+    model = _random_model(config)
+    ids = torch.randint(0, config.vocab_size, (1, config.max_seq_len), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        full = model(ids)[0]
+    decoder = fused_decoder_for(model)
+    scale = full.abs().max().item()
+    for length in (1, 2, 13):  # one token, a single pair of rows, an odd count
+        cache = model.new_cache(1)
+        first = decoder.prefill(ids[0, :length].tolist(), cache)[0].clone()
+        assert cache.length == length
+        torch.testing.assert_close(first, full[length - 1], rtol=1e-5, atol=1e-5 * scale)
+        for t in range(length, length + 5):
+            logits = decoder.step(int(ids[0, t]), t, cache)[0]
+            cache.length = t + 1
+            torch.testing.assert_close(logits, full[t], rtol=1e-5, atol=1e-5 * scale)
+        more = decoder.prefill(ids[0, length + 5 : length + 9].tolist(), cache)[0]  # a prefill that continues
+        torch.testing.assert_close(more, full[length + 8], rtol=1e-5, atol=1e-5 * scale)
+
+
+@needs_kernel
+def test_fused_prefill_refuses_what_it_cannot_run():
+    model = _random_model(SHAPES["odd"])
+    decoder = fused_decoder_for(model)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        decoder.prefill([1, SHAPES["odd"].vocab_size], model.new_cache(1))
+    with pytest.raises(ValueError, match="exceeds the context"):
+        decoder.prefill([1] * (SHAPES["odd"].max_seq_len + 1), model.new_cache(1))
+    bf16 = fused_decoder_for(model, torch.bfloat16)
+    assert not bf16.prefills  # a bf16 run's prefill stays float32, in LLM.forward
+    with pytest.raises(ValueError, match="bfloat16"):
+        bf16.prefill([1, 2], model.new_cache(1))
+
+
+@needs_kernel
 def test_bf16_matrices_round_where_fast_decoder_rounds():
     """--dtype bfloat16: the layer matrices and their inputs and outputs in bf16, the head in float32. The
     fused step quantises at the same points as FastDecoder's bf16 mode, so the two differ only where a float32

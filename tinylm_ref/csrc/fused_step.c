@@ -277,5 +277,145 @@ int tl_matvecs_only(const TlModel *m, float *logits, int32_t threads) {
     return run(m, 0, 0, 0, 0, 1, logits, threads, 0);
 }
 
+/* ---------------------------------------------------------------------------------------------- prefill */
+
+enum { STORE, ACCUMULATE, SWIGLU };
+
+/* Rows [0, T) of Y (+)= X W^T for the panels [p0, p1), two rows at a time: each panel is read from memory
+ * once and from the core's cache for the other row pairs. SWIGLU writes silu(gate) * up of the interleaved
+ * gate/up panels into y (row stride ldy, HALF outputs per panel). */
+static void gemm_panels(const float *restrict w, const float *restrict x, int ldx, int T, int n_in, int rows,
+                        int p0, int p1, float *restrict y, int ldy, int mode) {
+    for (int p = p0; p < p1; p++) {
+        const v16 *panel = (const v16 *)(w + (size_t)p * n_in * PANEL);
+        for (int t = 0; t < T; t += 2) {
+            const int pair = t + 1 < T;
+            const float *x0 = x + (size_t)t * ldx, *x1 = pair ? x0 + ldx : x0;
+            v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            const v16 *wp = panel;
+            for (int i = 0; i < n_in; i++, wp += 4) {
+                const float u = x0[i], v = x1[i];
+                a0 += u * wp[0]; a1 += u * wp[1]; a2 += u * wp[2]; a3 += u * wp[3];
+                b0 += v * wp[0]; b1 += v * wp[1]; b2 += v * wp[2]; b3 += v * wp[3];
+            }
+            v16 out[2][PANEL / 16] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+            for (int r = 0; r <= pair; r++) {
+                const float *a = (const float *)out[r];
+                float *yr = y + (size_t)(t + r) * ldy;
+                if (mode == SWIGLU) {
+                    for (int j = 0; j < HALF && p * HALF + j < rows; j++) {
+                        const float g = a[j];
+                        yr[p * HALF + j] = g / (1.0f + expf(-g)) * a[HALF + j];
+                    }
+                    continue;
+                }
+                int base = p * PANEL, n = rows - base < PANEL ? rows - base : PANEL;
+                if (mode == ACCUMULATE)
+                    for (int j = 0; j < n; j++) yr[base + j] += a[j];
+                else
+                    for (int j = 0; j < n; j++) yr[base + j] = a[j];
+            }
+        }
+    }
+}
+
+/* Causal attention of rows [0, T) (positions start + t) for head h; writes the rows' keys and values first. */
+static void attend_rows(const TlModel *m, int h, int T, int start, const float *qkv, float *attn, float *keys,
+                        float *values) {
+    const int C = m->dim, D = m->head_dim;
+    for (int t = 0; t < T; t++) {
+        const float *row = qkv + (size_t)t * 3 * C;
+        for (int d = 0; d < D; d++) {
+            keys[(size_t)(start + t) * D + d] = row[C + h * D + d];
+            values[(size_t)(start + t) * D + d] = row[2 * C + h * D + d];
+        }
+    }
+    float *s = m->scores + (size_t)h * (start + T);
+    for (int t = 0; t < T; t++) {
+        const int pos = start + t;
+        const float *q = qkv + (size_t)t * 3 * C + h * D;
+        float max = -INFINITY, total = 0.0f;
+        for (int u = 0; u <= pos; u++) {
+            const float *ku = keys + (size_t)u * D;
+            float dot = 0.0f;
+            for (int d = 0; d < D; d++) dot += q[d] * ku[d];
+            s[u] = dot;
+            if (dot > max) max = dot;
+        }
+        for (int u = 0; u <= pos; u++) {
+            s[u] = expf(s[u] - max);
+            total += s[u];
+        }
+        float *y = attn + (size_t)t * C + h * D;
+        for (int d = 0; d < D; d++) y[d] = 0.0f;
+        for (int u = 0; u <= pos; u++) {
+            const float p = s[u] / total, *vu = values + (size_t)u * D;
+            for (int d = 0; d < D; d++) y[d] += p * vu[d];
+        }
+    }
+}
+
+/* The prompt: T tokens at positions start..start+T-1 through every layer at once (float32 matrices only),
+ * writing their cache slots; logits of the last one. work holds T * (3 * dim + 3 * dim + ffn_dim) floats.
+ * Returns 0, or -1 on bad arguments. */
+int tl_prefill(const TlModel *m, const int32_t *tokens, int32_t T, int32_t start, float *k_cache, float *v_cache,
+               int32_t capacity, float *logits, int32_t threads, float *work) {
+    if (m->bf16 || T < 1 || start < 0 || start + T > capacity) return -1;
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->vocab) return -1;
+    if (threads < 1) threads = 1;
+    if (threads > m->max_threads) threads = m->max_threads;
+    const int C = m->dim, H = m->n_heads, D = m->head_dim, Fd = m->ffn_dim;
+    float *xs = work, *normed = xs + (size_t)T * C, *attn = normed + (size_t)T * C, *qkv = attn + (size_t)T * C;
+    float *act = qkv + (size_t)T * 3 * C;
+    const size_t layer_stride = (size_t)H * capacity * D;
+
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        int lo, hi;
+        split(T, t, nt, &lo, &hi);
+        for (int r = lo; r < hi; r++)
+            for (int i = 0; i < C; i++)
+                xs[(size_t)r * C + i] = m->tok_emb[(size_t)tokens[r] * C + i] + m->pos_emb[(size_t)(start + r) * C + i];
+#pragma omp barrier
+        for (int layer = 0; layer < m->n_layers; layer++) {
+            split(T, t, nt, &lo, &hi);
+            for (int r = lo; r < hi; r++) normalise(xs + (size_t)r * C, normed + (size_t)r * C, C, m->attn_eps[layer], 0);
+#pragma omp barrier
+            split(panels(3 * C), t, nt, &lo, &hi);
+            gemm_panels(m->qkv[layer], normed, C, T, C, 3 * C, lo, hi, qkv, 3 * C, STORE);
+#pragma omp barrier
+            split(H, t, nt, &lo, &hi);
+            for (int h = lo; h < hi; h++) {
+                size_t head = layer * layer_stride + (size_t)h * capacity * D;
+                attend_rows(m, h, T, start, qkv, attn, k_cache + head, v_cache + head);
+            }
+#pragma omp barrier
+            split(panels(C), t, nt, &lo, &hi);
+            gemm_panels(m->proj[layer], attn, C, T, C, C, lo, hi, xs, C, ACCUMULATE);
+#pragma omp barrier
+            split(T, t, nt, &lo, &hi);
+            for (int r = lo; r < hi; r++) normalise(xs + (size_t)r * C, normed + (size_t)r * C, C, m->ffn_eps[layer], 0);
+#pragma omp barrier
+            split(panels(2 * Fd), t, nt, &lo, &hi);
+            gemm_panels(m->gate_up[layer], normed, C, T, C, Fd, lo, hi, act, Fd, SWIGLU);
+#pragma omp barrier
+            split(panels(C), t, nt, &lo, &hi);
+            gemm_panels(m->down[layer], act, Fd, T, Fd, C, lo, hi, xs, C, ACCUMULATE);
+#pragma omp barrier
+        }
+        float *last = m->normed + (size_t)t * C;
+        normalise(xs + (size_t)(T - 1) * C, last, C, m->final_eps, 0);
+        split(panels(m->vocab), t, nt, &lo, &hi);
+        gemv_store(m->head, 0, last, C, m->vocab, lo, hi, logits, 0, 1.0f);
+    }
+    return 0;
+}
+
 /* Lets the loader check it has the build of the source it expects. */
-int tl_abi_version(void) { return 2; }
+int tl_abi_version(void) { return 3; }
