@@ -49,7 +49,9 @@ def main() -> int:
     for preset in dict.fromkeys(r["model"] for r in records):
         wrapped = load_directory(BUNDLED_DIR / preset, preset, torch.device("cpu"))
         model = wrapped.model.eval()
-        decoders = {dtype: step_decoder(model, dtype, fused=not args.eager) for dtype in (torch.float32, torch.bfloat16)}
+        decoders = {
+            dtype: step_decoder(model, dtype, fused=not args.eager) for dtype in (torch.float32, torch.bfloat16)
+        }
         kernel = "eager" if args.eager else decode_kernel(model)["kernel"]
         diffs, ratios, replay_error = [], [], 0.0
         mine = [r for r in records if r["model"] == preset and len(r["output_ids"]) >= 2][: args.samples]

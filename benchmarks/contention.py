@@ -59,12 +59,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+
+from harness.environment import ISA_FLAGS, cpu_isa, cpu_name  # noqa: E402  (imports no torch)
+
 SETTLE_S = 0.6  # untimed generation at each level before its timed one
 PROMPT = "Once upon a time, there was a little girl named Lily."
 TEMPERATURE, TOP_K = 0.8, 50
 LEVELS = (0, 1, 2)  # competitors running
 OMP_PREFIXES = ("OMP_", "GOMP_", "KMP_")
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -288,19 +291,8 @@ def measure(preset: str, policy: Policy, tokens: int, rounds: int) -> dict[str, 
 
 
 def cpu_description() -> dict[str, Any]:
-    """CPU model and the ISA extensions that decide which kernels oneDNN picks (no torch import)."""
-    name: str | None = None
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name is None:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine()
-    return {"cpu": name, "isa": [f for f in ISA_FLAGS if f in flags], "cpu_count": os.cpu_count()}
+    """CPU model and the ISA extensions that decide which kernels oneDNN and the fused step use."""
+    return {"cpu": cpu_name(), "isa": cpu_isa(), "cpu_count": os.cpu_count()}
 
 
 def openmp_runtime() -> str:

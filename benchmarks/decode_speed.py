@@ -3,8 +3,11 @@
 
 For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 50 / temperature 0.8:
 
-  (1) reference  ``TinyLMModel.generate`` exactly as the harness calls it (``eos_id = None``): the
-                 prefill through ``LLM.forward``, then ``tinylm_ref.decoder.FastDecoder`` per token
+  (1) reference  ``TinyLMModel.generate`` exactly as the harness calls it (``eos_id = None``): the fused
+                 C step (``tinylm_ref.fused_decoder``: prefill and every token in one call each) where a C
+                 compiler built it, else ``FastDecoder``; the header says which
+  (1e) same      with the fused step off (``generate(..., fused=False)``): ``LLM.forward`` for the prompt,
+                 then ``tinylm_ref.decoder.FastDecoder`` per token, what runs without a C compiler
   (1b) same      with ``--dtype bfloat16`` (the decode step's matrices in bf16; docs/performance.md)
   (2) naive      the study's shape: full forward over every token so far each step, no KV cache
   (3) HF         transformers ``generate()`` on an equivalent ``LlamaForCausalLM`` (vocab, dim, layers,
@@ -17,9 +20,11 @@ For each preset (random weights), batch 1, N new tokens with EOS ignored, top-k 
   (4) floor      the same matrix-vector products alone (per token: qkv, proj, gate_up, down for every
                  layer, then the head) in every layout at hand: ``F.linear`` on a 1×dim row (linear),
                  ``torch.mv`` into a preallocated buffer (mv), ``torch.mm`` with a pre-transposed
-                 contiguous copy (mmT), every matrix pre-packed for oneDNN (onednn), and FastDecoder's
-                 own per-matrix choice (sized); the fastest is the floor. It has no attention, norms,
-                 activations or sampling, so a decoder of this shape cannot beat it in eager PyTorch.
+                 contiguous copy (mmT), every matrix pre-packed for oneDNN (onednn), FastDecoder's
+                 own per-matrix choice (sized), and the fused step's own products alone (panels: same
+                 panels, threads and barriers, ``tl_matvecs_only``); the fastest is the floor. It has no
+                 attention, norms, activations or sampling, so (1)/(4) is the share of a token the step
+                 spends in its matrix products.
   (4b) floor     the same with bf16 weights and inputs: the bound for (1b).
   (5), (6), (6b) ONNX Runtime (the exported tinylm model) and llama.cpp (the (3) model in GGUF F32 and Q8_0),
                  through the harness's ``onnx`` and ``gguf`` backends, in the same rounds: see ``_native.py``
@@ -65,10 +70,10 @@ import _native  # noqa: E402
 import _speed  # noqa: E402
 
 from harness.backends.tinylm import TinyLMModel, load_random  # noqa: E402
-from harness.environment import cpu_name  # noqa: E402
+from harness.environment import cpu_isa, cpu_name  # noqa: E402
 from tinylm_ref.config import PRESETS  # noqa: E402
 from tinylm_ref.fused_decoder import FusedDecoder  # noqa: E402
-from tinylm_ref.native import load_kernel  # noqa: E402
+from tinylm_ref.native import load_kernel, unavailable_reason  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little girl named Lily."
 METHODS = ("reference", "reference_eager", "reference_bf16", "naive", "hf", "hf_bf16", "floor", "floor_bf16")
@@ -85,6 +90,12 @@ LABELS = {
 
 HF_RATIO_TARGET, FLOOR_SHARE_TARGET, OVERHEAD_TARGET = 3.0, 0.5, 0.05
 FLOOR_PRESETS = {"10m", "5m"}
+
+
+def decode_kernel_line() -> str:
+    """Which step row (1) runs: the fused C step, or why not."""
+    library = load_kernel()
+    return "fused C kernel" if library is not None else f"FastDecoder ({unavailable_reason()})"
 
 
 def _floor(weights, prompt_len: int, tokens: int, variant: str, dtype: torch.dtype, seed: int) -> _speed.Timing:
@@ -221,7 +232,9 @@ def print_preset(r: dict, reps: int) -> None:
     print(f"  (1)/(4) decode {100 * q['ref_over_floor']:6.1f}%   target >= {100 * FLOOR_SHARE_TARGET:.0f}%   {verdict}")
     print(f"  (4)/(3) decode {q['floor_over_hf']:6.2f}x   (ceiling for (1)/(3): the floor's own lead over HF)")
     print(f"  (1)/(2) decode {q['ref_over_naive']:6.2f}x   (KV cache vs none, for reference)")
-    print(f"  (1)/(1e)       {q['ref_over_eager']:6.2f}x   (fused step vs FastDecoder, the fallback without a C compiler)")
+    print(
+        f"  (1)/(1e)       {q['ref_over_eager']:6.2f}x   (fused step vs FastDecoder, the fallback without a C compiler)"
+    )
     for m in (m for m in _native.METHODS if m in r["results"]):
         print(
             f"  {_native.LABELS[m].split(')')[0]})/(1) {q[f'{m}_over_ref']:6.3f}x   /(3) {q[f'{m}_over_hf']:6.3f}x   "
@@ -288,13 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "cpu": cpu_name(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "loadavg_start": os.getloadavg(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     print(
         f"decode_speed: torch {env['torch']}, transformers {env['transformers']}, python {env['python']}, "
-        f"threads {env['threads']} (interop {env['interop_threads']}), CPU {env['cpu']} × {env['cpu_count']}, "
+        f"threads {env['threads']} (interop {env['interop_threads']}), CPU {env['cpu']} × {env['cpu_count']} "
+        f"(ISA {' '.join(env['cpu_isa']) or 'none listed'}; decode step: {decode_kernel_line()}), "
         f"load avg {env['loadavg_start'][0]:.2f}, {env['date_utc']} UTC"
     )
     print(

@@ -10,8 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 PACKAGES = (
     "tinylm-harness",
     "torch",
@@ -37,6 +35,23 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+#: The ISA extensions that decide which kernels oneDNN and the fused decode step use; a speed figure is only
+#: comparable between machines that share them.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """Which of :data:`ISA_FLAGS` this CPU reports (empty off Linux or off x86)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
 
 
 def cpu_name() -> str:
@@ -69,12 +84,15 @@ def git_commit(start: Path | None = None) -> dict[str, Any]:
 
 
 def describe_environment(device: str) -> dict[str, Any]:
+    import torch  # not at import time: the benchmarks read the CPU description before torch starts
+
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_name(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
         "device": device,

@@ -138,7 +138,10 @@ class FusedDecoder:
 
         self.max_threads = max(1, torch.get_num_threads(), os.cpu_count() or 1)
         self._arrays = [pointers(qkv), pointers(proj), pointers(gate_up), pointers(down)]
-        self._arrays += [floats([_eps(b.attn_norm) for b in model.blocks]), floats([_eps(b.ffn_norm) for b in model.blocks])]
+        self._arrays += [
+            floats([_eps(b.attn_norm) for b in model.blocks]),
+            floats([_eps(b.ffn_norm) for b in model.blocks]),
+        ]
         self._scratch_capacity = cfg.max_seq_len
         scratch = {
             "x": hold(torch.zeros(cfg.dim)),

@@ -165,7 +165,16 @@ def generate(
     stop_ids = () if eos_id is None else (eos_id,)
     try:
         return sample_loop(
-            next_logits, len(prompt_ids), context, max_new_tokens, temperature, top_k, generator, stop_ids, device, on_token
+            next_logits,
+            len(prompt_ids),
+            context,
+            max_new_tokens,
+            temperature,
+            top_k,
+            generator,
+            stop_ids,
+            device,
+            on_token,
         )
     finally:
         if pooled:

@@ -172,7 +172,9 @@ def test_generation_uses_the_fused_step_and_samples_the_eager_tokens(preset):
     ckpt = load_checkpoint(REPO / "tinylm_ref" / "checkpoints" / preset)
     model = ckpt.model.eval()
     assert decode_kernel(model) == decode_kernel(model, torch.bfloat16) == {"kernel": "fused", "reason": None}
-    assert isinstance(step_decoder(model), FusedDecoder) and isinstance(step_decoder(model, torch.bfloat16), FusedDecoder)
+    assert isinstance(step_decoder(model), FusedDecoder) and isinstance(
+        step_decoder(model, torch.bfloat16), FusedDecoder
+    )
     assert isinstance(step_decoder(model, fused=False), FastDecoder)
     prompt = ckpt.tokenizer.encode("Once upon a time, there was a little dog.").ids
     for seed in range(3):
@@ -219,7 +221,10 @@ def test_without_a_compiler_it_falls_back_to_fast_decoder(fresh_kernel_state, mo
     monkeypatch.setenv("TINYLM_KERNEL_CACHE", str(tmp_path))
     model = _random_model(SHAPES["odd"])
     assert native.load_kernel() is None
-    assert decode_kernel(model) == {"kernel": "eager", "reason": "no C compiler found (install gcc or clang, or set CC)"}
+    assert decode_kernel(model) == {
+        "kernel": "eager",
+        "reason": "no C compiler found (install gcc or clang, or set CC)",
+    }
     assert isinstance(step_decoder(model), FastDecoder)
     out = generate(model, [1, 2, 3], 8, generator=torch.Generator().manual_seed(0))
     assert len(out.tokens) > 0
