@@ -24,6 +24,11 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -416,6 +421,24 @@ int tl_prefill(const TlModel *m, const int32_t *tokens, int32_t T, int32_t start
     }
     return 0;
 }
+
+/* Memory for the weight panels: 2 MiB aligned and, on Linux, marked for transparent huge pages. The 10m preset
+ * streams 41 MB per token; in 4 KiB pages that is 10,000 TLB entries per token, and its decode speed varied
+ * 2x between processes with the pages' physical placement. Returns NULL on failure (the caller falls back to
+ * ordinary memory). */
+void *tl_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    size_t size = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, size) != 0) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, size, MADV_HUGEPAGE);
+#endif
+    memset(p, 0, size);
+    return p;
+}
+
+void tl_free(void *p) { free(p); }
 
 /* Lets the loader check it has the build of the source it expects. */
 int tl_abi_version(void) { return 3; }
