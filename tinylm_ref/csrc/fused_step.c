@@ -1,10 +1,13 @@
-/* One whole decode step of the reference decoder (batch 1, float32) in a single call.
+/* One whole decode step of the reference decoder (batch 1) in a single call, and the prompt's prefill in
+ * another.
  *
  * Why this exists: at batch 1 a tiny decoder's step is a few dozen small matrix-vector products and
  * twice as many tiny element-wise ops. Driven from Python each op costs a dispatch of several
- * microseconds, which is most of a token's time on the smaller presets (issue 15: on 2.5m the products
- * take 0.24 ms of a 0.82 ms step). Here the step is one call, one OpenMP parallel region, and five
- * barriers per layer.
+ * microseconds, which is most of a token's time on the smaller presets (on an Intel Xeon the 2.5m's
+ * products took 0.24 ms of a 0.82 ms PyTorch step). Here the step is one call, one OpenMP parallel region,
+ * and five barriers per layer. Entry points: tl_step (a token), tl_prefill (the prompt, float32),
+ * tl_matvecs_only (the benchmark's floor), tl_alloc/tl_free (the weights' huge-page arena).
+ * Matrices are float32, or bfloat16 bit patterns with tl->bf16 (--dtype bfloat16).
  *
  * Layout (arranged once per model by tinylm_ref/fused_decoder.py):
  *  - every matrix is stored as panels of PANEL output rows: panel p holds, for each input i, the PANEL
