@@ -1,6 +1,8 @@
 """Fault-injection plugins for runner tests (loaded with --plugins-dir; never installed)."""
 
 import os
+import time
+from pathlib import Path
 
 import torch
 
@@ -27,6 +29,24 @@ class _CrashAfter:
         return self._model.generate(prompt_ids, sampling, generator)
 
 
+class _HeldWhile:
+    """Wraps a model so that generate() waits while the file ``FAULT_HOLD`` names exists: a server whose one
+    worker stays busy for exactly as long as a test needs (bounded, so a broken test cannot hang)."""
+
+    def __init__(self, model, hold):
+        self._model, self._hold = model, Path(hold)
+        self.info, self.eos_id = model.info, model.eos_id
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, prompt_ids, sampling, generator, on_token=None):
+        deadline = time.monotonic() + 600
+        while self._hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._model.generate(prompt_ids, sampling, generator, on_token=on_token)
+
+
 class FaultBackend:
     name = "fault"
 
@@ -45,10 +65,12 @@ class FaultBackend:
             return model
         if kind == "slow":
             return model
+        if kind == "held":
+            return _HeldWhile(model, os.environ["FAULT_HOLD"])
         raise ValueError(kind)
 
     def available(self):
-        return [("fault:crashN|nan", "fault injection for tests")]
+        return [("fault:crashN|nan|slow|held", "fault injection for tests")]
 
 
 def _explode(ctx):

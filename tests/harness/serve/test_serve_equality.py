@@ -9,23 +9,25 @@ rounding, so perplexity and average token probability agree too.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from harness.records import load_run
+from tests.ceilings import HANG_S
 from tests.harness.serve.servers import free_port, harness_serve
-from tests.harness.test_runner import harness
+from tests.harness.test_runner import FAULTS, harness, start_harness
 
 pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
 
-def suite(tmp_path, temperature: float, name: str = "served"):
+def suite(tmp_path, temperature: float, name: str = "served", warmup: int = 1):
     prompts = "\n".join(f'  - {{id: p{i}, text: "Once upon a time number {i}"}}' for i in range(3))
     path = tmp_path / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\nsamples_per_prompt: 2\nwarmup: 1\ndevice: cpu\n"
+        f"name: {name}\nsamples_per_prompt: 2\nwarmup: {warmup}\ndevice: cpu\n"
         f"sampling: {{temperature: {temperature}, top_k: 50, max_new_tokens: 16, seed: 11}}\nprompts:\n{prompts}\n"
     )
     return path
@@ -169,46 +171,45 @@ def test_serving_on_a_port_in_use_is_one_line(tiny_checkpoint, server):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_full_queue_answers_503_and_the_client_retries(tmp_path, tiny_checkpoint):
+def test_a_full_queue_answers_503_and_the_client_retries(tmp_path, monkeypatch):
     """--max-queue 1 with 4 streams in flight: the server refuses the extra ones with 503 + Retry-After, the
-    client retries them, and every sample arrives (with the direct backend's tokens)."""
+    client retries them, and every sample arrives (with the direct backend's tokens).
+
+    The served model is held busy (tests/harness/fault_plugins, ``fault:held``) until the server has refused a
+    request, so the queue is full by construction: with the fused decode step a tiny model answers in a few
+    milliseconds, and on a loaded machine four client threads no longer overlap that window by chance."""
     import httpx
 
+    hold = tmp_path / "hold"
+    monkeypatch.setenv("HARNESS_PLUGINS_DIR", str(FAULTS))
+    monkeypatch.setenv("FAULT_HOLD", str(hold))
     port = free_port()
-    spec = f"openai:http://127.0.0.1:{port}/v1#tiny"
+    spec = f"openai:http://127.0.0.1:{port}/v1#held"
+    suite_path = suite(tmp_path, 0.8, warmup=0)  # no warmup: its lone request would wait on the hold alone
     out = tmp_path / "queue"
-    with harness_serve(tiny_checkpoint, port, "--name", "tiny", "--max-queue", "1"):
-        harness(
-            "run",
-            suite(tmp_path, 0.8),
-            "--models",
-            spec,
-            "--concurrency",
-            "4",
-            "--out",
-            out,
-            "--no-report",
-            "--no-progress",
-            "--model-option",
-            "retries=100",
-            check=0,
-        )
-        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+    with harness_serve("fault:held", port, "--name", "held", "--max-queue", "1"):
+        health_url = f"http://127.0.0.1:{port}/health"
+        hold.touch()
+        client = start_harness(
+            "run", suite_path, "--models", spec, "--concurrency", "4", "--out", out, "--no-report", "--no-progress",
+            "--model-option", "retries=100",
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + HANG_S
+            while httpx.get(health_url).json()["refused"] == 0:  # one request holds the worker, the next is refused
+                assert client.poll() is None, client.communicate()
+                assert time.monotonic() < deadline, "the server never refused a request"
+                time.sleep(0.05)
+        finally:
+            hold.unlink(missing_ok=True)
+        stdout, stderr = client.communicate(timeout=HANG_S)
+        assert client.returncode == 0, stdout + stderr
+        health = httpx.get(health_url).json()
     assert health["refused"] > 0 and health["queued"] == 0  # the 503 path really ran
     run = load_run(out)
     assert len(run.samples) == 6
     assert {r["model"]: r["metrics"] for r in run.model_metrics}[f"{spec}@c4"]["load_errors"] == 0
     direct = tmp_path / "direct"
-    harness(
-        "run",
-        suite(tmp_path, 0.8),
-        "--models",
-        f"tinylm:{tiny_checkpoint}",
-        "--out",
-        direct,
-        "--no-report",
-        "--no-progress",
-        check=0,
-    )
+    harness("run", suite_path, "--models", "fault:held", "--out", direct, "--no-report", "--no-progress", check=0)
     served = {(r["prompt_id"], r["sample_index"]): r["output_ids"] for r in run.samples}
     assert served == {(r["prompt_id"], r["sample_index"]): r["output_ids"] for r in load_run(direct).samples}
