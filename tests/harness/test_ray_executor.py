@@ -31,6 +31,8 @@ MODELS = "2.5m,5m"
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "tinylm_ref" / "checkpoints"
 N_PROMPTS, SAMPLES = 8, 3
 TOTAL = 2 * N_PROMPTS * SAMPLES
+#: Long enough samples that the run can be caught mid-way (the fused decode step makes 48 tokens a few ms).
+MAX_NEW = 128
 #: Fields that say when and where a sample was made, not what it is.
 WHEN_WHERE = {"token_times_ms", "end_ms", "node"}
 #: GCS health checks every 0.5 s, a node declared dead after 3 missed: a killed node's units move soon.
@@ -55,7 +57,7 @@ def suite(tmp_path_factory) -> Path:
     path = root / "s.yaml"
     path.write_text(
         f"name: s\nsamples_per_prompt: {SAMPLES}\nwarmup: 1\ndevice: cpu\nthreads: 1\n"
-        f"sampling: {{temperature: 0.8, top_k: 50, max_new_tokens: 48, seed: 7}}\nprompts:\n{prompts}\n"
+        f"sampling: {{temperature: 0.8, top_k: 50, max_new_tokens: {MAX_NEW}, seed: 7}}\nprompts:\n{prompts}\n"
     )
     return path
 
@@ -109,14 +111,19 @@ def _unit_worker_pids() -> list[int]:
     return pids
 
 
-def _when_mid_run(samples: Path, act) -> int:
-    """Poll (a bounded number of times) until some but not all samples are written, then ``act()``."""
+def _when_mid_run(samples: Path, act, driver: subprocess.Popen) -> int:
+    """Poll (a bounded number of times) until some but not all samples are written, then ``act()``; a driver
+    that ends first fails the test at once, with its output."""
     for _ in range(POLLS):
         done = _count_lines(samples)
         if 0 < done < TOTAL and act():
             return done
         if done >= TOTAL:
             break
+        if driver.poll() is not None:
+            pytest.fail(
+                f"the driver ended (exit {driver.returncode}) at {done} of {TOTAL} samples: {driver.stdout.read()}"
+            )
         time.sleep(POLL_S)
     pytest.fail(f"never caught the run mid-way ({_count_lines(samples)} of {TOTAL} samples)")
 
@@ -140,7 +147,7 @@ def test_ray_run_on_two_nodes_with_a_worker_killed_equals_local(ray_cluster, sui
         return bool(pids)
 
     try:
-        done_at_kill = _when_mid_run(out / "samples.jsonl", kill_a_worker)
+        done_at_kill = _when_mid_run(out / "samples.jsonl", kill_a_worker, driver)
         output, _ = driver.communicate(timeout=HANG_S)
     finally:
         if driver.poll() is None:
@@ -173,7 +180,7 @@ def test_driver_stopped_mid_run_resumes_to_the_local_run(
         text=True,
     )
     try:
-        _when_mid_run(out / "samples.jsonl", lambda: driver.send_signal(stop) or True)
+        _when_mid_run(out / "samples.jsonl", lambda: driver.send_signal(stop) or True, driver)
         output, _ = driver.communicate(timeout=HANG_S)
     finally:
         if driver.poll() is None:
@@ -289,7 +296,7 @@ def test_worker_node_lost_mid_run_still_equals_local(ray_cluster, suite, local_r
         text=True,
     )
     try:
-        _when_mid_run(out / "samples.jsonl", lambda: os.kill(raylet, signal.SIGKILL) or True)
+        _when_mid_run(out / "samples.jsonl", lambda: os.kill(raylet, signal.SIGKILL) or True, driver)
         output, _ = driver.communicate(timeout=HANG_S)
     finally:
         if driver.poll() is None:
