@@ -148,7 +148,6 @@ class FusedDecoder:
             floats([_eps(b.attn_norm) for b in model.blocks]),
             floats([_eps(b.ffn_norm) for b in model.blocks]),
         ]
-        self._scratch_capacity = cfg.max_seq_len
         scratch = {
             "x": hold(torch.zeros(cfg.dim)),
             "normed": hold(torch.zeros(self.max_threads, cfg.dim)),

@@ -19,10 +19,10 @@ CONFIG = ModelConfig(vocab_size=300, dim=48, n_layers=3, n_heads=4, ffn_dim=96, 
 BUNDLED_2_5M = "tinylm_ref/checkpoints/2.5m"
 
 
-def _model_with_nontrivial_norms(seed: int = 0) -> LLM:
+def _model_with_nontrivial_norms(seed: int = 0, config: ModelConfig = CONFIG) -> LLM:
     """Random weights and random RMSNorm gains, so folding the gains into the matrices is exercised."""
     torch.manual_seed(seed)
-    model = LLM(CONFIG).eval()
+    model = LLM(config).eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.RMSNorm):

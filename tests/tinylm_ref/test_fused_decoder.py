@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tinylm_ref.test_decoder import _model_with_nontrivial_norms
 from tinylm_ref import LLM, ModelConfig, load_checkpoint, native
 from tinylm_ref.decoder import FastDecoder, decode_kernel, step_decoder
 from tinylm_ref.fused_decoder import FusedDecoder, fused_decoder_for
@@ -29,14 +30,7 @@ SHAPES = {
 
 
 def _random_model(config: ModelConfig, seed: int = 0) -> LLM:
-    """Random weights and RMSNorm gains (so the folding of gains into the matrices is exercised)."""
-    torch.manual_seed(seed)
-    model = LLM(config).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.RMSNorm):
-                module.weight.uniform_(0.5, 1.5)
-    return model
+    return _model_with_nontrivial_norms(seed, config)
 
 
 @torch.inference_mode()
